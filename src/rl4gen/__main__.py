@@ -1,0 +1,3 @@
+from rl4gen.cli import main
+
+main()

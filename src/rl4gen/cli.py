@@ -1,0 +1,243 @@
+"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo.
+
+User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
+and exit code 2, with no traceback; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from rl4gen.config import ConfigError, TrainConfig, deep_merge, parse_set, read_yaml, validate_config
+
+app = typer.Typer(
+    name="rl4gen",
+    help="Improve generative models with reinforcement learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from rl4gen.checkpoint import CheckpointError
+    from rl4gen.policies.causal_lm import ModelLoadError
+    from rl4gen.rewards.base import RewardError
+    from rl4gen.trainer import TrainingError
+
+    return (ConfigError, ModelLoadError, CheckpointError, RewardError, TrainingError)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_train_config(config_path: str | None, sets: list[str], base: dict[str, Any] | None = None) -> TrainConfig:
+    """Task defaults ← YAML file ← ``--set`` overrides, validated (or ``base`` ← overrides)."""
+    from rl4gen.tasks import get_task
+
+    overrides: dict[str, Any] = {}
+    for item in sets:
+        overrides = deep_merge(overrides, parse_set(item))
+    if base is None:
+        file_data = read_yaml(config_path) if config_path else {}
+        task_name = overrides.get("task", file_data.get("task"))
+        if task_name is None:
+            raise ConfigError("config key 'task' is required: set it in the config file or with --set task=arithmetic.")
+        if not isinstance(task_name, str):
+            raise ConfigError(f"config key 'task' must be a task name, got {task_name!r}.")
+        task_args = deep_merge(file_data.get("task_args") or {}, overrides.get("task_args") or {})
+        base = get_task(task_name, task_args).default_config()
+        data = deep_merge(deep_merge(base, file_data), overrides)
+    else:
+        data = deep_merge(base, overrides)
+    config = validate_config(data)
+    get_task(config.task, config.task_args)  # validates task_args
+    return config
+
+
+def _run_guarded(fn: Any) -> Any:
+    try:
+        return fn()
+    except _user_errors() as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the last checkpoint is intact; continue with `rl4gen train --resume RUN_DIR`.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def train(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key: --set algorithm.beta=0.05")] = [],
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a policy with RL from a YAML recipe, or resume a run."""
+
+    def go() -> None:
+        from rl4gen.trainer import Trainer
+
+        if resume is not None:
+            run_dir = Path(resume)
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml): pass the folder a previous `rl4gen train` printed.")
+            if config is not None:
+                raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
+            cfg = load_train_config(None, set_, base=read_yaml(run_dir / "config.yaml"))
+            trainer = Trainer(cfg, run_dir=run_dir, resume=True, show_progress=progress)
+        else:
+            if config is None and not any(s.startswith("task=") for s in set_):
+                raise ConfigError("no config given: pass a YAML recipe (e.g. configs/arithmetic-grpo.yaml) or --resume RUN_DIR.")
+            cfg = load_train_config(config, set_)
+            trainer = Trainer(cfg, show_progress=progress)
+        result = trainer.train()
+        if trainer.accelerator.is_main_process:
+            out.print(f"run folder: {result.run_dir}")
+            for k, v in result.final_eval.items():
+                before = result.initial_eval.get(k)
+                out.print(f"eval/{k}: {before:.4f} -> {v:.4f}" if before is not None else f"eval/{k}: {v:.4f}")
+
+    _run_guarded(go)
+
+
+@app.command()
+def pretrain(
+    task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic or shakespeare.")],
+    arg: Annotated[list[str], typer.Option("--arg", help="Task option: --arg pretrain_steps=800")] = [],
+    force: Annotated[bool, typer.Option(help="Rebuild even when cached.")] = False,
+) -> None:
+    """Pretrain a task's prior by maximum likelihood (cached in the user cache folder)."""
+
+    def go() -> None:
+        from rl4gen.tasks import get_task
+
+        task_args: dict[str, Any] = {}
+        for item in arg:
+            task_args = deep_merge(task_args, parse_set(item))
+        t = get_task(task, task_args)
+        path = t.pretrain(force=force, log=lambda m: err.print(m))
+        info = json.loads((path / "pretrain.json").read_text())
+        out.print(f"pretrained {task} prior: {path}")
+        out.print(f"steps {info.get('steps')}, final loss {info.get('final_loss'):.4f}, {info.get('seconds')} s")
+
+    _run_guarded(go)
+
+
+def resolve_model_dir(path: str) -> str:
+    """A model folder, or a run folder (its final ``model/`` or newest checkpoint)."""
+    p = Path(path)
+    if (p / "config.yaml").is_file() and not (p / "config.json").is_file():
+        if (p / "model").is_dir():
+            return str(p / "model")
+        from rl4gen.checkpoint import list_checkpoints
+
+        found = list_checkpoints(p / "checkpoints")
+        if found:
+            return str(found[-1] / "model")
+        raise ConfigError(f"run folder {path!r} holds no model yet: train it first or pass a model folder.")
+    return path
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Argument(help="Model folder or run folder.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeat for several).")] = [],
+    num: Annotated[int, typer.Option(min=1, help="Samples per prompt.")] = 1,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    max_completion_length: Annotated[int, typer.Option(min=1)] = 64,
+    seed: int = 0,
+) -> None:
+    """Print completions of a model (or a trained run) for the given prompts."""
+
+    def go() -> None:
+        import torch
+
+        from rl4gen.config import GenerationConfig
+        from rl4gen.policies.causal_lm import CausalLMPolicy
+
+        if not prompt:
+            raise ConfigError("no prompts given: pass at least one --prompt TEXT.")
+        gen_cfg = GenerationConfig(temperature=temperature or 1.0, top_p=top_p, max_completion_length=max_completion_length)
+        policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen_cfg)
+        rollout = policy.sample(prompt, num, generator=torch.Generator().manual_seed(seed), greedy=temperature == 0)
+        for ctx, text in zip(rollout.contexts, rollout.samples):
+            out.print(json.dumps({"prompt": ctx, "completion": text}, ensure_ascii=False))
+
+    _run_guarded(go)
+
+
+@app.command(name="eval")
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model folder or run folder.")],
+    task: Annotated[str | None, typer.Option(help="Task to evaluate on (default: the run's task).")] = None,
+    size: Annotated[int, typer.Option(min=1, help="Held-out contexts.")] = 512,
+) -> None:
+    """Held-out metrics of a model or a trained run on a task."""
+
+    def go() -> None:
+        from rl4gen.policies.causal_lm import CausalLMPolicy
+        from rl4gen.tasks import get_task
+
+        task_name, task_args, gen = task, {}, None
+        run_cfg = Path(model) / "config.yaml"
+        if run_cfg.is_file():
+            cfg = validate_config(read_yaml(run_cfg))
+            task_name = task_name or cfg.task
+            task_args, gen = cfg.task_args, cfg.generation
+        if task_name is None:
+            raise ConfigError("no task given: pass --task arithmetic (or a run folder, which knows its task).")
+        t = get_task(task_name, task_args)
+        if gen is None:
+            from rl4gen.config import GenerationConfig
+
+            gen = GenerationConfig.model_validate(t.default_config().get("generation", {}))
+        policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen)
+        metrics = t.evaluate(policy, size)
+        out.print(json.dumps({f"eval/{k}": v for k, v in metrics.items()}))
+
+    _run_guarded(go)
+
+
+@app.command()
+def demo(
+    task: Annotated[str, typer.Option(help="arithmetic or shakespeare.")] = "arithmetic",
+    output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key of the task's recipe.")] = [],
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """The main job: pretrain (or reuse the cache), train with RL, report before/after."""
+
+    def go() -> None:
+        from rl4gen.demo import run_demo
+
+        run_demo(task, output_dir=output_dir, sets=set_, show_progress=progress, console=out, log=lambda m: err.print(m))
+
+    _run_guarded(go)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        app()
+    except SystemExit:
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

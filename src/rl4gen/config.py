@@ -1,0 +1,316 @@
+"""Typed, validated training configuration.
+
+A config is built in three layers: the task's embedded defaults, then a YAML file, then
+``--set key=value`` overrides. Every layer is checked: an unknown key, a wrong type or an
+out-of-range value raises :class:`ConfigError` with one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message says what to fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1)
+    """Rank of the low-rank update."""
+    lora_alpha: float = Field(16.0, gt=0)
+    """Scale of the update (effective scale is lora_alpha / r)."""
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input; keep 0 for RL so sampling and training agree."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names to adapt, or 'all-linear'."""
+
+
+class ModelConfig(Strict):
+    path: str | None = None
+    """Local directory holding a transformers causal LM and its tokenizer; null = the task's
+    pretrained model from the cache (built by `rl4gen pretrain TASK`)."""
+    lora: LoraConfig | None = None
+    """Train a LoRA adapter instead of all weights; the reference is then the base model."""
+
+
+class GenerationConfig(Strict):
+    temperature: float = Field(1.0, gt=0)
+    """Softmax temperature while sampling (log-probs are taken at this temperature too)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
+    top_k: int | None = Field(None, ge=1)
+    """Keep only the k most likely tokens; null keeps all."""
+    max_completion_length: int = Field(32, ge=1)
+    """Most tokens generated per sample."""
+    stop: list[str] = Field(default_factory=list)
+    """Strings that end a completion (the end-of-sequence token always does)."""
+
+
+class _AlgorithmBase(Strict):
+    num_generations: int = Field(8, ge=2)
+    """Samples drawn per context (the group compared against itself)."""
+    beta: float = Field(0.0, ge=0)
+    """Weight of the KL penalty to the reference; 0 skips the reference model entirely."""
+
+
+class GRPOConfig(_AlgorithmBase):
+    """Group Relative Policy Optimization (Shao et al., 2024)."""
+
+    name: Literal["grpo"] = "grpo"
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    """Lower clip range of the importance ratio (and the upper one unless epsilon_high is set)."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clip range (DAPO's clip-higher); null = epsilon."""
+    num_iterations: int = Field(1, ge=1)
+    """Updates per batch of samples; ratios are taken against the sampling log-probs."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide advantages by the group std, the batch std, or not at all (Dr. GRPO)."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
+    """Loss aggregation: per-sequence mean (grpo), constant normaliser (dr_grpo), token mean (dapo)."""
+
+
+class RLOOConfig(_AlgorithmBase):
+    """REINFORCE Leave-One-Out (Kool et al., 2019; Ahmadian et al., 2024)."""
+
+    name: Literal["rloo"] = "rloo"
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    """Clip range of the importance ratio when num_iterations > 1."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clip range; null = epsilon."""
+    num_iterations: int = Field(1, ge=1)
+    """Updates per batch of samples."""
+    normalize_advantages: bool = False
+    """Whiten the leave-one-out advantages over the batch."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dr_grpo"
+    """Loss aggregation; dr_grpo (a constant normaliser) keeps the sequence-level estimator unbiased."""
+
+
+class ReinforceConfig(_AlgorithmBase):
+    """REINFORCE (Williams, 1992) with a moving-average baseline."""
+
+    name: Literal["reinforce"] = "reinforce"
+    num_generations: int = Field(1, ge=1)
+    """Samples per context; REINFORCE needs no groups, so 1 is allowed."""
+    baseline_decay: float = Field(0.9, ge=0, lt=1)
+    """The baseline is an exponential moving average of mean rewards with this decay."""
+    normalize_advantages: bool = False
+    """Whiten the advantages over the batch."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dr_grpo"
+    """Loss aggregation; dr_grpo sums log-probs over a sequence, the textbook estimator."""
+
+
+AlgorithmConfig = Annotated[GRPOConfig | RLOOConfig | ReinforceConfig, Field(discriminator="name")]
+
+
+class RewardSpec(Strict):
+    type: str
+    """Registered reward type (see docs/rewards.md), e.g. exact_answer, regex, lexicon."""
+    weight: float = 1.0
+    """Weight of this reward in the sum."""
+    name: str | None = None
+    """Metric name (rewards/{name}/mean); defaults to the type."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the reward type."""
+
+
+class TrainConfig(Strict):
+    task: str
+    """Task name (arithmetic, shakespeare): its contexts, evaluation and default rewards."""
+    task_args: dict[str, Any] = Field(default_factory=dict)
+    """Task-specific options, validated by the task."""
+    seed: int = Field(0, ge=0)
+    """Seeds sampling, data order and initialisation; the same seed repeats the run on CPU."""
+    output_dir: str = "runs"
+    """Folder under which run folders are created."""
+    run_name: str | None = None
+    """Run folder name; null = {task}__{algorithm}__{seed}__{timestamp}."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=GRPOConfig)
+    rewards: list[RewardSpec] = Field(default_factory=list)
+    """Rewards summed with their weights; empty = the task's default rewards."""
+    max_steps: int = Field(100, ge=1)
+    """Number of training steps (one batch of samples each)."""
+    prompts_per_step: int = Field(16, ge=1)
+    """Contexts per step and process; each yields num_generations samples."""
+    learning_rate: float = Field(1e-4, gt=0)
+    """Peak learning rate of AdamW."""
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = "constant"
+    """Shape of the learning-rate schedule after warm-up."""
+    warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warm-up from 0."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches each batch of samples is split into for forward/backward."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the gradient norm to this value; null disables clipping."""
+    reference_metrics: bool = False
+    """Log the KL to the reference even when beta is 0 (costs one extra forward per step)."""
+    logging_steps: int = Field(1, ge=1)
+    """Write metrics every this many steps."""
+    eval_steps: int = Field(25, ge=1)
+    """Evaluate on held-out contexts every this many steps (and at the start and end)."""
+    eval_size: int = Field(256, ge=1)
+    """Held-out contexts per evaluation."""
+    sample_steps: int = Field(25, ge=1)
+    """Save a completions table every this many steps."""
+    save_steps: int = Field(50, ge=1)
+    """Write a checkpoint every this many steps (and at the end)."""
+    save_total_limit: int | None = Field(2, ge=1)
+    """Keep at most this many checkpoints; null keeps all."""
+    max_skipped_steps: int = Field(5, ge=1)
+    """Stop after this many consecutive steps skipped for a non-finite loss or gradient."""
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> TrainConfig:
+        batch = self.prompts_per_step * self.algorithm.num_generations
+        if self.gradient_accumulation_steps > batch:
+            raise ValueError(
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) exceeds the "
+                f"{batch} samples per step (prompts_per_step x num_generations)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``; nested dicts merge, everything else replaces.
+
+    A new ``algorithm.name`` drops the old algorithm's fields, which the new one may not accept.
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if (
+            key == "algorithm"
+            and isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and "name" in value
+            and value["name"] != out[key].get("name")
+        ):
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_set(item: str) -> dict[str, Any]:
+    """Turn ``a.b=value`` into ``{"a": {"b": value}}``; the value is read as YAML."""
+    if "=" not in item:
+        raise ConfigError(
+            f"--set {item!r} is malformed: write it as key=value, for example --set max_steps=20."
+        )
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p or not p.replace("_", "").isalnum() for p in parts):
+        raise ConfigError(
+            f"--set {item!r} has an invalid key {key!r}: use dotted field names such as "
+            "algorithm.beta=0.05."
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    cursor = nested
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-sentence errors for a missing file or bad syntax."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist: check the path.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: fix its syntax.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values.")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One sentence for the first problem pydantic found, naming the key."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        hint = _suggest(loc)
+        return f"unknown config key {loc!r}{hint}: remove it or fix its spelling."
+    if kind == "missing":
+        return f"config key {loc!r} is required: set it in the config file or with --set {loc}=..."
+    if kind == "union_tag_invalid":
+        return (
+            f"config key {loc or 'algorithm'}.name has an unknown algorithm {value!r}: use grpo, rloo "
+            "or reinforce."
+        )
+    msg = err["msg"]
+    where = f"config key {loc!r}" if loc else "config"
+    return f"{where} has an invalid value {value!r}: {msg[0].lower() + msg[1:]}."
+
+
+_UNION_TAGS = {"grpo", "rloo", "reinforce"}
+
+
+def _known_keys() -> set[str]:
+    keys: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            full = f"{prefix}{name}"
+            keys.add(full)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, full + ".")
+
+    walk(TrainConfig, "")
+    for algo in (GRPOConfig, RLOOConfig, ReinforceConfig):
+        walk(algo, "algorithm.")
+    walk(LoraConfig, "model.lora.")
+    return keys
+
+
+def _suggest(loc: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(loc, sorted(_known_keys()), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate_config(data: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig`, turning validation errors into one :class:`ConfigError`."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The fully resolved config as YAML, in field order."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,30 @@
+"""Pure tensor math and the types every modality shares. No I/O lives here."""
+
+from rl4gen.core.advantages import (
+    group_normalized_advantages,
+    leave_one_out_advantages,
+    whiten,
+)
+from rl4gen.core.kl import kl_estimate
+from rl4gen.core.losses import (
+    aggregate_loss,
+    clipped_policy_loss,
+    masked_mean,
+    masked_sum,
+)
+from rl4gen.core.protocols import Policy, Reward
+from rl4gen.core.rollout import Rollout
+
+__all__ = [
+    "Policy",
+    "Reward",
+    "Rollout",
+    "aggregate_loss",
+    "clipped_policy_loss",
+    "group_normalized_advantages",
+    "kl_estimate",
+    "leave_one_out_advantages",
+    "masked_mean",
+    "masked_sum",
+    "whiten",
+]

