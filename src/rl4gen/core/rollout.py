@@ -39,6 +39,15 @@ class Rollout:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (b, t):
                 raise ValueError(f"Rollout.{name} has shape {tuple(value.shape)}, expected {(b, t)}")
+        for name in ("rewards", "truncated"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (b,):
+                raise ValueError(f"Rollout.{name} has shape {tuple(value.shape)}, expected {(b,)}")
+        if self.advantages is not None and tuple(self.advantages.shape) not in ((b,), (b, t)):
+            raise ValueError(f"Rollout.advantages has shape {tuple(self.advantages.shape)}, expected {(b,)} or {(b, t)}")
+        for name, value in (("prompt_ids", self.prompt_ids), ("prompt_mask", self.prompt_mask), *self.extras.items()):
+            if value is not None and value.shape[0] != b:
+                raise ValueError(f"Rollout.{name} has {value.shape[0]} rows, expected {b}")
         if tuple(self.group_ids.shape) != (b,):
             raise ValueError(f"Rollout.group_ids has shape {tuple(self.group_ids.shape)}, expected {(b,)}")
         if len(self.samples) != b or len(self.contexts) != b:

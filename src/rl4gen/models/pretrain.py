@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +44,11 @@ def pretrain_lm(
     on_log: Callable[[int, float], None] | None = None,
     log_every: int = 100,
 ) -> PretrainResult:
-    """Train ``model`` for exactly ``steps`` AdamW steps with a cosine schedule after warm-up.
+    """Train ``model`` for exactly ``steps`` AdamW steps: linear warm-up, then a constant rate.
 
-    The step count is fixed in advance: pretraining never stops on a held-out metric.
+    The step count is fixed in advance: pretraining never stops on a held-out metric. With a
+    constant rate, the model after ``k`` steps is the same whatever ``steps`` is, so a prior's
+    step count can be chosen from one training curve.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -56,8 +57,7 @@ def pretrain_lm(
     def lr_at(step: int) -> float:
         if step < warmup_steps:
             return learning_rate * (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        return learning_rate
 
     model.train()
     start = time.perf_counter()

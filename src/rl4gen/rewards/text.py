@@ -18,10 +18,11 @@ def _answer_of(context: Any, key: str) -> str | None:
 
 @register_reward("exact_answer")
 class ExactAnswerReward:
-    """1.0 when the completion (stripped) equals the context's answer, else 0.0.
+    """1.0 when the completion equals the context's answer, else 0.0.
 
     Contexts are mappings with an ``answer`` entry (the key is configurable); a context without
-    one gets ``None``. With ``normalize`` the comparison ignores case and surrounding whitespace.
+    one gets ``None``. With ``normalize`` (the default) the comparison ignores case, surrounding
+    whitespace and runs of inner whitespace; without it the strings must match exactly.
     """
 
     def __init__(self, answer_key: str = "answer", normalize: bool = True) -> None:
