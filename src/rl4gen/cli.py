@@ -15,7 +15,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from rl4gen.config import ConfigError, TrainConfig, deep_merge, parse_set, read_yaml, validate_config
+from rl4gen.config import (
+    ConfigError,
+    TrainConfig,
+    deep_merge,
+    dump_config,
+    parse_set,
+    read_yaml,
+    validate_config,
+)
 
 app = typer.Typer(
     name="rl4gen",
@@ -84,6 +92,7 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: --set algorithm.beta=0.05")] = [],
     resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Train a policy with RL from a YAML recipe, or resume a run."""
 
@@ -97,11 +106,17 @@ def train(
             if config is not None:
                 raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
             cfg = load_train_config(None, set_, base=read_yaml(run_dir / "config.yaml"))
+            if dry_run:
+                out.print(dump_config(cfg), end="")
+                return
             trainer = Trainer(cfg, run_dir=run_dir, resume=True, show_progress=progress)
         else:
             if config is None and not any(s.startswith("task=") for s in set_):
                 raise ConfigError("no config given: pass a YAML recipe (e.g. configs/arithmetic-grpo.yaml) or --resume RUN_DIR.")
             cfg = load_train_config(config, set_)
+            if dry_run:
+                out.print(dump_config(cfg), end="")
+                return
             trainer = Trainer(cfg, show_progress=progress)
         result = trainer.train()
         if trainer.accelerator.is_main_process:

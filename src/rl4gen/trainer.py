@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,7 +106,10 @@ class Trainer:
         self.config = config
         self.callbacks = list(callbacks)
         self.show_progress = show_progress
-        self.accelerator = Accelerator()
+        # A multi-process launch (torchrun, `accelerate launch --multi_gpu`) on a machine without
+        # CUDA must say cpu=True, or Accelerate would not form a process group (gloo on CPU).
+        distributed_cpu = "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
+        self.accelerator = Accelerator(cpu=distributed_cpu)
         acc = self.accelerator
         self.log = log or (lambda msg: acc.print(msg))
         self.task = task or get_task(config.task, config.task_args)
@@ -363,6 +367,19 @@ class Trainer:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
 
+    def _check_replicas(self) -> None:
+        """With several processes, every replica must hold the same weights after training."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        with torch.no_grad():
+            fingerprint = torch.stack(
+                [torch.stack([p.double().sum(), (p.double() ** 2).sum()]) for p in self.policy.trainable_parameters()]
+            ).sum(dim=0).to(acc.device)
+        every = acc.gather(fingerprint.unsqueeze(0))  # (num_processes, 2)
+        if not torch.allclose(every, every[0:1].expand_as(every), rtol=0, atol=1e-9):
+            raise TrainingError(f"model replicas diverged across processes: {every.tolist()}")
+
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> TrainResult:
@@ -418,6 +435,7 @@ class Trainer:
                     callback(self, step, metrics)
         finally:
             logger.close()
+        self._check_replicas()
         if acc.is_main_process:
             self.policy.save(self.run_dir / "model")
         acc.wait_for_everyone()
