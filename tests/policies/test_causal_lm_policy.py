@@ -20,6 +20,15 @@ PROMPTS = ["1+1=", "12+34=", "7-", "999-1000="]  # 4, 6, 2 and 9 characters: var
 T_MAX = 12
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids OpenMP overhead on a busy 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def gen(**kw) -> GenerationConfig:
     kw.setdefault("max_completion_length", T_MAX)
     return GenerationConfig(**kw)
