@@ -251,11 +251,12 @@ CASES: dict[str, Case] = {
 }
 
 
-def _bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {reason}")
+def _bug(reason: str) -> str:
+    """A regression case: ``reason`` records the bug it once had."""
+    return reason
 
 
-BUGGY_CASES: dict[str, tuple[Case, pytest.MarkDecorator]] = {
+BUGGY_CASES: dict[str, tuple[Case, str]] = {
     "task-args-not-a-mapping-set": (
         Case(_sets("task_args=3"), _n("'task_args'")),
         _bug("`--set task_args=3` crashes in deep_merge (AttributeError: 'int' object has no attribute 'items'), exit 1 with a traceback"),
@@ -276,15 +277,9 @@ BUGGY_CASES: dict[str, tuple[Case, pytest.MarkDecorator]] = {
         Case(lambda b: ["train", b.d / "recipe[v2].yaml"], lambda b: (str(b.d / "recipe[v2].yaml"),)),
         _bug("error messages are printed as rich markup: a missing 'recipe[v2].yaml' is reported as 'recipe.yaml'"),
     ),
-    "sample-num-0": (
-        Case(lambda b: ["sample", b.model, "--num", "0", "-p", "1+1="], _n("--num")),
-        _bug("option-level errors (`sample --num 0`) get click's multi-line usage box ('Usage: ...', 'Try ...', a framed 'Error'), not one 'error:' line"),
-    ),
 }
 
-PARAMS = [pytest.param(cid, id=cid) for cid in CASES] + [
-    pytest.param(cid, id=cid, marks=mark) for cid, (_, mark) in BUGGY_CASES.items()
-]
+PARAMS = [pytest.param(cid, id=cid) for cid in [*CASES, *BUGGY_CASES]]
 ALL_CASES = {**CASES, **{cid: case for cid, (case, _) in BUGGY_CASES.items()}}
 
 # Representative cases that also go through a real subprocess (each costs ~3-7 s of imports).
@@ -390,7 +385,8 @@ def test_misspelled_key_message_is_exactly_one_sentence(bad: SimpleNamespace) ->
         pytest.param(["--set", "generation.top_p=1.5"], ("'generation.top_p'",), id="out-of-range"),
         pytest.param(["--set", "task=chess"], ("unknown task 'chess'",), id="unknown-task"),
         pytest.param(["--set", "rewards=[{type: nope}]"], ("unknown reward type 'nope'",), id="unknown-reward"),
-        pytest.param(["--set", "model.path=/nonexistent/rl4gen-model"], ("'/nonexistent/rl4gen-model'",), id="missing-model"),
+        pytest.param(["--set", "model.path=/nonexistent/rl4gen-model"], ("'model' cannot change when resuming",), id="changed-model"),
+        pytest.param(["--set", "task=shakespeare"], ("'task' cannot change when resuming",), id="changed-task"),
         pytest.param([GRPO], ("not both",), id="config-and-resume"),
     ],
 )
@@ -441,14 +437,6 @@ def test_resume_continues_a_run_and_writes_the_next_checkpoint(run_dir: Path, ba
     assert yaml.safe_load((happy / "config.yaml").read_text())["max_steps"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `train --resume RUN --set max_steps=1` on a run already at step 2 exits 0 "
-        "('run folder: ...'), trains nothing, and rewrites RUN/config.yaml (max_steps: 1), "
-        "RUN/run.json, RUN/model/ and metrics.jsonl instead of refusing the out-of-range value"
-    ),
-)
 def test_resume_with_max_steps_below_the_reached_step_is_refused(run_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "r"
     shutil.copytree(run_dir, run)
@@ -458,15 +446,6 @@ def test_resume_with_max_steps_below_the_reached_step_is_refused(run_dir: Path, 
     assert_user_error(outcome, "max_steps")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `train --resume RUN --set task=shakespeare --set max_steps=3` on an arithmetic run "
-        "first rewrites RUN/config.yaml to task: shakespeare, then crashes with "
-        "'IndexError: index out of range in self' (traceback, exit 1); the run folder now names "
-        "the wrong task"
-    ),
-)
 def test_resume_with_another_task_is_refused(run_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "r"
     shutil.copytree(run_dir, run)
@@ -526,15 +505,16 @@ def test_dry_run_of_a_resume_shows_the_override_and_writes_nothing(run_dir: Path
     assert_same(before, snapshot(run_dir))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: --dry-run prints the YAML through a rich Console, which wraps lines at the terminal "
-        "width (80 columns when piped), so a long value (e.g. a model path) is split over lines and "
-        "the printed YAML no longer parses to the resolved config"
-    ),
-)
 def test_dry_run_output_survives_long_values(bad: SimpleNamespace) -> None:
     long_path = "/" + "/".join(["a-rather-long-folder-name"] * 6) + "/model"
     cfg = _dry_run_config(invoke(["train", GRPO, "--set", f"model.path={long_path}", "--dry-run"], bad.d))
     assert cfg.model.path == long_path
+
+
+def test_option_errors_are_one_line_through_the_entry_point(tmp_path: Path) -> None:
+    """`rl4gen sample M --num 0`: click's usage box is replaced by one `error:` line (main())."""
+    outcome = run_cli(["sample", tmp_path, "--num", "0", "-p", "1+1="], tmp_path)
+    assert outcome.rc == 2
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--num" in lines[0], outcome.stderr
+    assert "Traceback" not in outcome.stderr

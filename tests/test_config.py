@@ -65,15 +65,6 @@ def test_parse_set_nests_keys_and_reads_values_as_yaml(item: str, expected: dict
     assert parse_set(item) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: parse_set reads values with PyYAML (YAML 1.1), which resolves '1e-4' (no dot) to the "
-        "string '1e-4', not a float; typed fields coerce it, but dict-valued keys such as reward "
-        "args (e.g. --set rewards=[{type: length_penalty, args: {max_chars: 8, per_char: 1e-3}}]) "
-        "receive a str"
-    ),
-)
 @pytest.mark.parametrize(("item", "value"), [("learning_rate=1e-4", 1e-4), ("learning_rate=3e-5", 3e-5)])
 def test_parse_set_reads_exponent_without_dot_as_float(item: str, value: float) -> None:
     parsed = parse_set(item)["learning_rate"]
@@ -192,14 +183,6 @@ def test_unknown_key_without_a_close_match_has_no_suggestion() -> None:
     assert msg == "unknown config key 'nonsense': remove it or fix its spelling."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the suggestion list mixes every algorithm's fields, so a key valid for another "
-        "algorithm suggests itself: 'unknown config key 'algorithm.epsilon' (did you mean "
-        "'algorithm.epsilon'?)' for reinforce, instead of saying reinforce has no epsilon"
-    ),
-)
 def test_key_of_another_algorithm_does_not_suggest_itself() -> None:
     msg = config_error({"task": "arithmetic", "algorithm": {"name": "reinforce", "epsilon": 0.1}})
     assert "'algorithm.epsilon'" in msg
@@ -219,14 +202,6 @@ def test_unknown_algorithm_names_algorithm_name_and_the_choices() -> None:
     assert "grpo, rloo or reinforce" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: format_validation_error prints the whole algorithm mapping as the 'algorithm' name "
-        "for union_tag_invalid: \"config key algorithm.name has an unknown algorithm "
-        "{'name': 'ppo', 'beta': 0.1}: ...\" instead of 'ppo'"
-    ),
-)
 def test_unknown_algorithm_message_quotes_only_the_name() -> None:
     msg = config_error({"task": "arithmetic", "algorithm": {"name": "ppo", "beta": 0.1}})
     assert "unknown algorithm 'ppo'" in msg
@@ -302,14 +277,6 @@ def test_gradient_accumulation_may_not_exceed_the_samples_per_step() -> None:
     assert "3 samples per step" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a model-level validation error has an empty location, so format_validation_error "
-        "prints 'config has an invalid value {<the whole config mapping>}: value error, "
-        "gradient_accumulation_steps (9) exceeds ...' instead of one sentence naming the key"
-    ),
-)
 def test_gradient_accumulation_message_is_one_short_sentence() -> None:
     msg = config_error(
         {"task": "arithmetic", "prompts_per_step": 2, "algorithm": {"name": "grpo", "num_generations": 4}, "gradient_accumulation_steps": 9}

@@ -14,10 +14,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rl4gen.config import (
     ConfigError,
     TrainConfig,
+    check_resume_overrides,
     deep_merge,
     dump_config,
     parse_set,
@@ -48,7 +50,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -61,6 +63,11 @@ def load_train_config(config_path: str | None, sets: list[str], base: dict[str, 
         overrides = deep_merge(overrides, parse_set(item))
     if base is None:
         file_data = read_yaml(config_path) if config_path else {}
+        for layer in (file_data, overrides):
+            if "task_args" in layer and not isinstance(layer["task_args"], (dict, type(None))):
+                raise ConfigError(
+                    f"config key 'task_args' must be a mapping of option names to values, got {layer['task_args']!r}."
+                )
         task_name = overrides.get("task", file_data.get("task"))
         if task_name is None:
             raise ConfigError("config key 'task' is required: set it in the config file or with --set task=arithmetic.")
@@ -105,9 +112,11 @@ def train(
                 raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml): pass the folder a previous `rl4gen train` printed.")
             if config is not None:
                 raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
+            saved = load_train_config(None, [], base=read_yaml(run_dir / "config.yaml"))
             cfg = load_train_config(None, set_, base=read_yaml(run_dir / "config.yaml"))
+            check_resume_overrides(saved, cfg)
             if dry_run:
-                out.print(dump_config(cfg), end="")
+                sys.stdout.write(dump_config(cfg))
                 return
             trainer = Trainer(cfg, run_dir=run_dir, resume=True, show_progress=progress)
         else:
@@ -115,7 +124,7 @@ def train(
                 raise ConfigError("no config given: pass a YAML recipe (e.g. configs/arithmetic-grpo.yaml) or --resume RUN_DIR.")
             cfg = load_train_config(config, set_)
             if dry_run:
-                out.print(dump_config(cfg), end="")
+                sys.stdout.write(dump_config(cfg))
                 return
             trainer = Trainer(cfg, show_progress=progress)
         result = trainer.train()
@@ -190,7 +199,7 @@ def sample(
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen_cfg)
         rollout = policy.sample(prompt, num, generator=torch.Generator().manual_seed(seed), greedy=temperature == 0)
         for ctx, text in zip(rollout.contexts, rollout.samples):
-            out.print(json.dumps({"prompt": ctx, "completion": text}, ensure_ascii=False))
+            sys.stdout.write(json.dumps({"prompt": ctx, "completion": text}, ensure_ascii=False) + "\n")
 
     _run_guarded(go)
 
@@ -222,7 +231,7 @@ def evaluate(
             gen = GenerationConfig.model_validate(t.default_config().get("generation", {}))
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen)
         metrics = t.evaluate(policy, size)
-        out.print(json.dumps({f"eval/{k}": v for k, v in metrics.items()}))
+        sys.stdout.write(json.dumps({f"eval/{k}": v for k, v in metrics.items()}) + "\n")
 
     _run_guarded(go)
 
@@ -245,13 +254,37 @@ def demo(
 
 
 def main() -> None:
+    """Entry point. Usage errors (a bad option value, a missing argument) get the same one-line
+    ``error:`` format as config errors, instead of click's usage box."""
+    clickx = _click_exceptions()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        app()
-    except SystemExit:
-        raise
-    sys.exit(0)
+        code = app(standalone_mode=False)
+    except clickx.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except clickx.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "rl4gen"
+        message = " ".join(exc.format_message().split())
+        err.print(f"[bold red]error:[/] {escape(message)} (see `{command} --help`)", soft_wrap=True)
+        sys.exit(2)
+    except (clickx.ClickException,) as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.format_message())}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]aborted[/]")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """The click exception classes typer raises (recent typer versions vendor click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # typer that depends on click itself
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ out-of-range value raises :class:`ConfigError` with one sentence naming the key.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -137,7 +138,7 @@ class TrainConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     algorithm: AlgorithmConfig = Field(default_factory=GRPOConfig)
     rewards: list[RewardSpec] = Field(default_factory=list)
-    """Rewards summed with their weights; empty = the task's default rewards."""
+    """Rewards summed with their weights (the task's recipe lists its default rewards)."""
     max_steps: int = Field(100, ge=1)
     """Number of training steps (one batch of samples each)."""
     prompts_per_step: int = Field(16, ge=1)
@@ -188,6 +189,29 @@ class TrainConfig(Strict):
 # Loading and overriding
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Merge ``override`` into a copy of ``base``; nested dicts merge, everything else replaces.
 
@@ -225,7 +249,7 @@ def parse_set(item: str) -> dict[str, Any]:
             "algorithm.beta=0.05."
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     nested: dict[str, Any] = {}
@@ -242,7 +266,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist: check the path.")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -254,31 +278,40 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One sentence for the first problem pydantic found, naming the key."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    parts = [str(p) for p in err["loc"]]
+    algorithm = next((p for p in parts if p in _UNION_TAGS), None)
+    loc = prefix + ".".join(p for p in parts if p not in _UNION_TAGS)
     kind = err["type"]
     value = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:] if msg else msg
     if kind == "extra_forbidden":
-        hint = _suggest(loc)
+        close = _suggest(loc, algorithm)
+        if close == loc and algorithm is not None:
+            return f"config key {loc!r} does not apply to algorithm {algorithm!r}: remove it."
+        hint = f" (did you mean {close!r}?)" if close else ""
         return f"unknown config key {loc!r}{hint}: remove it or fix its spelling."
     if kind == "missing":
+        if any(p.isdigit() for p in parts):  # inside a list: --set cannot address it
+            return f"config key {loc!r} is required: set it in the config file."
         return f"config key {loc!r} is required: set it in the config file or with --set {loc}=..."
     if kind == "union_tag_invalid":
-        return (
-            f"config key {loc or 'algorithm'}.name has an unknown algorithm {value!r}: use grpo, rloo "
-            "or reinforce."
-        )
-    msg = err["msg"]
-    where = f"config key {loc!r}" if loc else "config"
-    return f"{where} has an invalid value {value!r}: {msg[0].lower() + msg[1:]}."
+        name = value.get("name") if isinstance(value, dict) else value
+        return f"config key {loc or 'algorithm'}.name has an unknown algorithm {name!r}: use grpo, rloo or reinforce."
+    if not loc:
+        return f"config is invalid: {msg}."
+    if isinstance(value, (dict, list)) and len(repr(value)) > 80:
+        return f"config key {loc!r} is invalid: {msg}."
+    return f"config key {loc!r} has an invalid value {value!r}: {msg}."
 
 
 _UNION_TAGS = {"grpo", "rloo", "reinforce"}
 
 
-def _known_keys() -> set[str]:
+def _known_keys(algorithm: str | None = None) -> set[str]:
     keys: set[str] = set()
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -291,16 +324,21 @@ def _known_keys() -> set[str]:
 
     walk(TrainConfig, "")
     for algo in (GRPOConfig, RLOOConfig, ReinforceConfig):
-        walk(algo, "algorithm.")
+        if algorithm is None or algo.model_fields["name"].default == algorithm:
+            walk(algo, "algorithm.")
     walk(LoraConfig, "model.lora.")
     return keys
 
 
-def _suggest(loc: str) -> str:
+def _suggest(loc: str, algorithm: str | None = None) -> str | None:
+    """The closest known key to ``loc`` (any algorithm's), or None."""
     import difflib
 
     close = difflib.get_close_matches(loc, sorted(_known_keys()), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if close and close[0] != loc and algorithm is not None:
+        own = difflib.get_close_matches(loc, sorted(_known_keys(algorithm)), n=1, cutoff=0.75)
+        close = own or close
+    return close[0] if close else None
 
 
 def validate_config(data: dict[str, Any]) -> TrainConfig:
@@ -309,6 +347,26 @@ def validate_config(data: dict[str, Any]) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+#: Keys that define a run; a resumed run may not change them.
+RUN_DEFINING_KEYS = ("task", "task_args", "seed", "model", "prompts_per_step", "algorithm.name", "algorithm.num_generations")
+
+
+def check_resume_overrides(old: TrainConfig, new: TrainConfig) -> None:
+    """Refuse overrides that would make a resumed run a different run."""
+    for key in RUN_DEFINING_KEYS:
+        a, b = old, new
+        for part in key.split("."):
+            a, b = getattr(a, part), getattr(b, part)
+        if a != b:
+            raise ConfigError(
+                f"config key {key!r} cannot change when resuming (it was {_plain(a)!r}): start a new run instead."
+            )
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def dump_config(config: TrainConfig) -> str:

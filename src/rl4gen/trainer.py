@@ -169,6 +169,11 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         if resume_from is not None:
             self._load_checkpoint(resume_from)
+            if self.step >= config.max_steps:
+                raise ConfigError(
+                    f"the run is already at step {self.step}, so max_steps={config.max_steps} leaves nothing "
+                    f"to do: resume with --set max_steps=N for some N > {self.step}."
+                )
 
     # ------------------------------------------------------------------ checkpoints
 

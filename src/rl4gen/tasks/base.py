@@ -32,11 +32,24 @@ class Task(ABC):
     Options: ClassVar[type[BaseModel]]
 
     def __init__(self, task_args: dict[str, Any] | None = None) -> None:
+        if task_args is not None and not isinstance(task_args, dict):
+            raise ConfigError(
+                f"config key 'task_args' must be a mapping of option names to values, got {task_args!r}."
+            )
         try:
             self.options = self.Options.model_validate(task_args or {})
         except ValidationError as exc:
-            msg = format_validation_error(exc).replace("config key '", "config key 'task_args.")
-            raise ConfigError(msg) from None
+            err = exc.errors()[0]
+            if err["type"] == "extra_forbidden":
+                import difflib
+
+                key = str(err["loc"][0])
+                close = difflib.get_close_matches(key, list(self.Options.model_fields), n=1, cutoff=0.7)
+                hint = f" (did you mean 'task_args.{close[0]}'?)" if close else ""
+                raise ConfigError(
+                    f"unknown config key 'task_args.{key}' for task {self.name!r}{hint}: remove it or fix its spelling."
+                ) from None
+            raise ConfigError(format_validation_error(exc, prefix="task_args.")) from None
 
     # -- configuration
     @abstractmethod
