@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+
+import torch
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,10 @@ def _config(task_name: str, output_dir: str, sets: list[str], extra: dict[str, A
     return validate_config(data)
 
 
-def _greedy_samples(policy: CausalLMPolicy, contexts: list[Any]) -> list[dict[str, Any]]:
-    completions = policy.generate(contexts, greedy=True)
+def _greedy_samples(policy: CausalLMPolicy, contexts: list[Any], greedy: bool = True) -> list[dict[str, Any]]:
+    """One completion per context: greedy, or sampled with a fixed seed (same for every policy)."""
+    generator = None if greedy else torch.Generator(device=policy.device).manual_seed(99)
+    completions = policy.generate(contexts, greedy=greedy, generator=generator)
     rows = []
     for ctx, text in zip(contexts, completions):
         rows.append({"prompt": ctx["prompt"], "completion": text, "expected": ctx.get("answer", "")})
@@ -92,7 +96,7 @@ def _shakespeare_demo(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs: dict[str, Path] = {}
     results = {}
-    betas = [0.0, base.algorithm.beta if base.algorithm.beta > 0 else 0.05]
+    betas = [0.0, base.algorithm.beta if base.algorithm.beta > 0 else 0.2]
     for beta in betas:
         cfg = _config(
             "shakespeare",
@@ -111,7 +115,12 @@ def _shakespeare_demo(
         results[label] = result
     compare = Path(output_dir) / f"shakespeare__compare__{stamp}"
     compare.mkdir(parents=True, exist_ok=True)
-    plot_side_by_side(runs, ["reward", "kl", "eval/lexicon", "eval/kl"], compare / "reward_vs_kl.png", "sentiment reward vs KL to the prior")
+    plot_side_by_side(
+        runs,
+        ["reward", "kl", "eval/lexicon", "eval/kl", "eval/distinct_words"],
+        compare / "reward_vs_kl.png",
+        "sentiment reward vs KL to the prior",
+    )
     summary: dict[str, Any] = {
         "task": "shakespeare",
         "prior_dir": str(prior_dir),
@@ -122,15 +131,17 @@ def _shakespeare_demo(
         summary[label] = {"before": result.initial_eval, "after": result.final_eval}
     prior = CausalLMPolicy.from_pretrained(prior_dir, base.generation)
     shown = task.eval_contexts(6)
-    samples = {"prior": _greedy_samples(prior, shown)}
+    samples = {"prior": _greedy_samples(prior, shown, greedy=False)}
     for label, run_dir in runs.items():
-        samples[label] = _greedy_samples(CausalLMPolicy.from_pretrained(run_dir / "model", base.generation), shown)
-    write_report(compare, {k: v for k, v in summary.items() if k != "runs"} | {"runs": list(runs.values()).__repr__()}, samples)
+        policy = CausalLMPolicy.from_pretrained(run_dir / "model", base.generation)
+        samples[label] = _greedy_samples(policy, shown, greedy=False)
+    write_report(compare, summary, samples, curves=compare / "reward_vs_kl.png")
     console.print(f"run folder: {compare}")
     for label, result in results.items():
         b, a = result.initial_eval, result.final_eval
         console.print(
-            f"{label}: held-out lexicon reward {b.get('lexicon', 0):.3f} -> {a.get('lexicon', 0):.3f}, "
-            f"KL to prior {a.get('kl', 0):.3f}"
+            f"{label}: held-out sentiment reward {b.get('lexicon', 0):.2f} -> {a.get('lexicon', 0):.2f}, "
+            f"KL to prior {a.get('kl', 0):.3f} per token, distinct words "
+            f"{b.get('distinct_words', 0):.2f} -> {a.get('distinct_words', 0):.2f}"
         )
     return summary

@@ -55,5 +55,6 @@ def test_tiny_prior_trains_and_evaluates_with_kl(tmp_path: Path) -> None:
     assert (path / "pretrain.json").is_file()
     policy = CausalLMPolicy.from_pretrained(path, GenerationConfig(max_completion_length=16), use_reference=True)
     metrics = task.evaluate(policy, 8)
-    assert set(metrics) == {"lexicon", "mean_chars", "kl"}
+    assert set(metrics) == {"lexicon", "distinct_words", "mean_chars", "kl"}
+    assert 0 < metrics["distinct_words"] <= 1
     assert abs(metrics["kl"]) < 1e-5  # the policy is its own reference before training

