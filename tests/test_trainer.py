@@ -216,3 +216,36 @@ def test_grpo_raises_reward_and_heldout_accuracy_on_arithmetic(arithmetic_prior:
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert last > first + 0.05, f"reward did not rise: first 10 steps {first:.3f}, last 10 {last:.3f}"
     assert result.final_eval["accuracy"] > result.initial_eval["accuracy"] + 0.1, (result.initial_eval, result.final_eval)
+
+
+def test_lora_run_trains_only_the_adapter_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """LoRA with a KL penalty: the reference is the base model (no copy), only adapter weights
+    move, checkpoints hold the adapter, and resume reproduces the uninterrupted run."""
+    reward = lambda: CombinedReward([FunctionReward(lambda s, c, **k: [float(len(x)) for x in s], name="len")])  # noqa: E731
+    sets = ["model.lora.r=4", "model.lora.target_modules=[c_attn]", "algorithm.beta=0.1", "max_steps=4", "save_steps=2", "eval_steps=100"]
+    full = Trainer(tiny_config(tiny_model_dir, tmp_path / "full", *sets), rewards=reward(), show_progress=False)
+    assert full.policy.ref_model is None and full.policy.is_lora
+    names = [n for n, p in full.policy.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    frozen = {n: p.detach().clone() for n, p in full.policy.model.named_parameters() if not p.requires_grad}
+    before = params_of(full)
+    result = full.train()
+    assert all(not torch.equal(a, b) for a, b in zip(before, params_of(full)))
+    assert all(torch.equal(frozen[n], p) for n, p in full.policy.model.named_parameters() if n in frozen)
+    assert (result.run_dir / "checkpoints" / "step_4" / "model" / "adapter_model.safetensors").is_file()
+    assert any("kl" in h and h["kl"] > 0 for h in result.history)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        if step == 3:
+            raise Interrupt
+
+    config = tiny_config(tiny_model_dir, tmp_path / "cut", *sets)
+    with pytest.raises(Interrupt):
+        Trainer(config, rewards=reward(), callbacks=[stop], show_progress=False).train()
+    resumed = Trainer(config, run_dir=tmp_path / "cut" / "run", resume=True, rewards=reward(), show_progress=False)
+    resumed.train()
+    for a, b in zip(params_of(full), params_of(resumed)):
+        assert torch.equal(a, b)

@@ -101,7 +101,7 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list, set_seed
 
         self.config = config
         self.callbacks = list(callbacks)
@@ -135,6 +135,7 @@ class Trainer:
             resume_from = found[-1]
 
         self.needs_reference = self.algorithm.needs_reference or config.reference_metrics
+        set_seed(config.seed)  # fresh weights (a new LoRA adapter) start the same for the same seed
         if policy is None:
             model_path = config.model.path
             if model_path is None:

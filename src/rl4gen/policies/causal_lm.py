@@ -100,6 +100,8 @@ class CausalLMPolicy:
                 lora_dropout=lora.lora_dropout,
                 target_modules=lora.target_modules,
                 task_type="CAUSAL_LM",
+                # GPT-2 stores its linear layers transposed (Conv1D); PEFT needs to know.
+                fan_in_fan_out=getattr(model.config, "model_type", None) == "gpt2",
             )
             model = get_peft_model(model, peft_config)
         self.model = model  # unwrapped; used for sampling, saving and the LoRA reference
