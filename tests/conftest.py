@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Priors go to $RL4GEN_CACHE when set (CI keeps one per run), else to a session temp dir."""
     if not os.environ.get("RL4GEN_CACHE"):
         os.environ["RL4GEN_CACHE"] = str(tmp_path_factory.mktemp("rl4gen-cache"))
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: for tiny models it avoids OpenMP overhead on a busy 2-core box."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

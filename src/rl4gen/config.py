@@ -54,6 +54,8 @@ class GenerationConfig(Strict):
     """Most tokens generated per sample."""
     stop: list[str] = Field(default_factory=list)
     """Strings that end a completion (the end-of-sequence token always does)."""
+    stop_token_ids: list[int] = Field(default_factory=list)
+    """Token ids that end a completion, in addition to the end-of-sequence token."""
 
 
 class _AlgorithmBase(Strict):

@@ -10,13 +10,7 @@ from rl4gen.models.char_gpt import EOS, PAD, UNK, build_char_tokenizer, build_ti
 from rl4gen.tasks.arithmetic import ALPHABET
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread avoids OpenMP overhead on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ PROMPTS = ["1+1=", "12+34=", "7-", "999-1000="]  # 4, 6, 2 and 9 characters: var
 T_MAX = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread avoids OpenMP overhead on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(**kw) -> GenerationConfig:
@@ -562,3 +556,16 @@ def test_empty_prompt_samples_from_bos(policy):
     logits = next_token_logits(policy.model, torch.tensor([[EOS]]))
     assert abs(float(torch.log_softmax(logits, -1)[m.actions[0, 0]]) - float(m.logprobs[0, 0])) < 1e-5
     assert masked_max_diff(policy.log_probs(m), m.logprobs, m.mask) < 1e-5
+
+
+def test_stop_token_ids_end_completions(tiny_model_dir: Path) -> None:
+    from rl4gen.policies.causal_lm import CausalLMPolicy
+
+    plus = 13  # "+" in the arithmetic alphabet (pad, eos, unk, 0-9, then "+")
+    policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=12, stop_token_ids=[plus]))
+    rollout = policy.sample(["1+1="] * 16, 4, generator=torch.Generator().manual_seed(0))
+    assert any(plus in row for row in rollout.actions.tolist())  # the stop was actually drawn
+    for row, m in zip(rollout.actions.tolist(), rollout.mask.tolist()):
+        if plus in row:
+            at = row.index(plus)
+            assert m[: at + 1] == [1.0] * (at + 1) and not any(m[at + 1 :])

@@ -28,7 +28,12 @@ def build_char_tokenizer(alphabet: Iterable[str]) -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
+    return _wrap(backend)
+
+
+def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer around ``backend``, with our special tokens, padding on the left."""
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD,
         eos_token=EOS,
@@ -36,7 +41,6 @@ def build_char_tokenizer(alphabet: Iterable[str]) -> PreTrainedTokenizerFast:
         bos_token=EOS,
         padding_side="left",
     )
-    return tokenizer
 
 
 def build_tiny_gpt(
@@ -85,11 +89,4 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        eos_token=EOS,
-        unk_token=UNK,
-        bos_token=EOS,
-        padding_side="left",
-    )
+    return _wrap(backend)

@@ -196,7 +196,7 @@ class CausalLMPolicy:
     # ---------------------------------------------------------------- sampling
 
     def _single_token_stops(self) -> set[int]:
-        ids = {self.eos_token_id}
+        ids = {self.eos_token_id, *self.generation.stop_token_ids}
         for s in self.generation.stop:
             tok = self.tokenizer(s, add_special_tokens=False).input_ids
             if len(tok) == 1:
