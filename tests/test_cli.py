@@ -67,6 +67,7 @@ def run_cli(args: Sequence[Any], cwd: Path, timeout: float = 300) -> Outcome:
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
     return Outcome(proc.returncode, ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr))
 

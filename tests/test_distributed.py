@@ -41,7 +41,7 @@ def test_two_process_training_run(tiny_model_dir: Path, tmp_path: Path) -> None:
         "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     state = json.loads((run / "checkpoints" / "step_3" / "trainer_state.json").read_text())
@@ -50,7 +50,7 @@ def test_two_process_training_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # only the main process writes
     # Rewards are gathered from both processes: 4 contexts x 8 generations x 2 processes.
-    first = json.loads(sorted((run / "samples").glob("step_*.jsonl"))[0].read_text().splitlines()[0])
+    first = json.loads(min((run / "samples").glob("step_*.jsonl")).read_text().splitlines()[0])
     assert "completion" in first
     assert records[-1]["num_tokens"] > 0
     # The trainer checks that both replicas end with identical weights, or exits non-zero.

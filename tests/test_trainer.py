@@ -117,7 +117,7 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_dir: Path, tmp_path: Pat
     sets = [f"algorithm.name={algo}", "max_steps=6", "save_steps=2", "eval_steps=100", "lr_scheduler_type=cosine", "warmup_steps=2"]
     if algo == "reinforce":
         sets.append("algorithm.num_generations=2")
-    reward = lambda: CombinedReward([FunctionReward(lambda s, c, **k: [float(x.count("1")) for x in s], name="ones")])  # noqa: E731
+    reward = lambda: CombinedReward([FunctionReward(lambda s, c, **k: [float(x.count("1")) for x in s], name="ones")])
 
     full = Trainer(tiny_config(tiny_model_dir, tmp_path / "full", *sets), rewards=reward(), show_progress=False)
     full.train()
@@ -221,7 +221,7 @@ def test_grpo_raises_reward_and_heldout_accuracy_on_arithmetic(arithmetic_prior:
 def test_lora_run_trains_only_the_adapter_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
     """LoRA with a KL penalty: the reference is the base model (no copy), only adapter weights
     move, checkpoints hold the adapter, and resume reproduces the uninterrupted run."""
-    reward = lambda: CombinedReward([FunctionReward(lambda s, c, **k: [float(len(x)) for x in s], name="len")])  # noqa: E731
+    reward = lambda: CombinedReward([FunctionReward(lambda s, c, **k: [float(len(x)) for x in s], name="len")])
     sets = ["model.lora.r=4", "model.lora.target_modules=[c_attn]", "algorithm.beta=0.1", "max_steps=4", "save_steps=2", "eval_steps=100"]
     full = Trainer(tiny_config(tiny_model_dir, tmp_path / "full", *sets), rewards=reward(), show_progress=False)
     assert full.policy.ref_model is None and full.policy.is_lora

@@ -96,12 +96,13 @@ def _run_guarded(fn: Any) -> Any:
 @app.command()
 def train(
     config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/).")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key: --set algorithm.beta=0.05")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set algorithm.beta=0.05")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Train a policy with RL from a YAML recipe, or resume a run."""
+    set_ = set_ or []
 
     def go() -> None:
         from rl4gen.trainer import Trainer
@@ -140,10 +141,11 @@ def train(
 @app.command()
 def pretrain(
     task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic or shakespeare.")],
-    arg: Annotated[list[str], typer.Option("--arg", help="Task option: --arg pretrain_steps=800")] = [],
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="Task option: --arg pretrain_steps=800")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when cached.")] = False,
 ) -> None:
     """Pretrain a task's prior by maximum likelihood (cached in the user cache folder)."""
+    arg = arg or []
 
     def go() -> None:
         from rl4gen.tasks import get_task
@@ -178,7 +180,7 @@ def resolve_model_dir(path: str) -> str:
 @app.command()
 def sample(
     model: Annotated[str, typer.Argument(help="Model folder or run folder.")],
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeat for several).")] = [],
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", "-p", help="Prompt (repeat for several).")] = None,
     num: Annotated[int, typer.Option(min=1, help="Samples per prompt.")] = 1,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
@@ -186,6 +188,7 @@ def sample(
     seed: int = 0,
 ) -> None:
     """Print completions of a model (or a trained run) for the given prompts."""
+    prompt = prompt or []
 
     def go() -> None:
         import torch
@@ -240,10 +243,11 @@ def evaluate(
 def demo(
     task: Annotated[str, typer.Option(help="arithmetic or shakespeare.")] = "arithmetic",
     output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key of the task's recipe.")] = [],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the task's recipe.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """The main job: pretrain (or reuse the cache), train with RL, report before/after."""
+    set_ = set_ or []
 
     def go() -> None:
         from rl4gen.demo import run_demo
@@ -269,7 +273,7 @@ def main() -> None:
         message = " ".join(exc.format_message().split())
         err.print(f"[bold red]error:[/] {escape(message)} (see `{command} --help`)", soft_wrap=True)
         sys.exit(2)
-    except (clickx.ClickException,) as exc:
+    except clickx.ClickException as exc:
         err.print(f"[bold red]error:[/] {escape(exc.format_message())}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

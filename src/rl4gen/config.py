@@ -27,7 +27,7 @@ class Strict(BaseModel):
 class LoraConfig(Strict):
     r: int = Field(8, ge=1)
     """Rank of the low-rank update."""
-    lora_alpha: float = Field(16.0, gt=0)
+    lora_alpha: int = Field(16, ge=1)
     """Scale of the update (effective scale is lora_alpha / r)."""
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the LoRA input; keep 0 for RL so sampling and training agree."""
@@ -203,7 +203,7 @@ _Loader.add_implicit_resolver(
         |\.[0-9_]+(?:[eE][-+][0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
-        re.X,
+        re.VERBOSE,
     ),
     list("-+0123456789."),
 )
@@ -211,7 +211,7 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str) -> Any:
     """Parse YAML text with :class:`_Loader`."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-
-import torch
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from rl4gen.config import TrainConfig, deep_merge, parse_set, validate_config

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,13 @@ import torch
 from torch import Tensor
 
 from rl4gen.algorithms import StepTotals, build_algorithm
-from rl4gen.checkpoint import CheckpointError, list_checkpoints, set_rng_state, verify_checkpoint, write_checkpoint
+from rl4gen.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    set_rng_state,
+    verify_checkpoint,
+    write_checkpoint,
+)
 from rl4gen.config import ConfigError, TrainConfig, dump_config
 from rl4gen.core.losses import masked_mean
 from rl4gen.core.rollout import Rollout
@@ -70,7 +76,7 @@ def build_rewards(config: TrainConfig) -> CombinedReward:
 
 
 def new_run_dir(config: TrainConfig) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = config.run_name or f"{config.task}__{config.algorithm.name}__{config.seed}__{stamp}"
     return Path(config.output_dir) / name
 

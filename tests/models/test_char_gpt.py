@@ -9,7 +9,6 @@ from torch import nn
 from rl4gen.models.char_gpt import EOS, PAD, UNK, build_char_tokenizer, build_tiny_gpt
 from rl4gen.tasks.arithmetic import ALPHABET
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

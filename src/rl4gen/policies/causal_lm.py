@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl4gen.config import GenerationConfig, LoraConfig
@@ -41,6 +40,7 @@ def prompt_text(context: Any) -> str:
 def load_model_and_tokenizer(path: str | Path) -> tuple[nn.Module, Any]:
     """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a local directory (or hub id)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from rl4gen import quiet_transformers
 
     quiet_transformers()
@@ -104,7 +104,7 @@ class CausalLMPolicy:
                 fan_in_fan_out=getattr(model.config, "model_type", None) == "gpt2",
             )
             model = get_peft_model(model, peft_config)
-        self.model = model  # unwrapped; used for sampling, saving and the LoRA reference
+        self.model: Any = model  # unwrapped; used for sampling, saving and the LoRA reference
         self.train_model: nn.Module = model  # what gradients flow through (DDP-wrapped in parallel)
         self.model.eval()  # no dropout: sampling and re-scoring must agree exactly
         self.ref_model: nn.Module | None = None
@@ -144,7 +144,7 @@ class CausalLMPolicy:
 
             base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
             base, tokenizer = load_model_and_tokenizer(base_path)
-            model = PeftModel.from_pretrained(base, str(p), is_trainable=True)
+            model: nn.Module = PeftModel.from_pretrained(base, str(p), is_trainable=True)
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(p))

@@ -128,9 +128,8 @@ def register_reward(type_name: str) -> Callable[[RewardFactory], RewardFactory]:
 
 def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward:
     """Instantiate a registered reward type, with one-sentence errors for bad types or arguments."""
-    from rl4gen.config import ConfigError
-
     import rl4gen.rewards.text  # noqa: F401  (registers the built-ins)
+    from rl4gen.config import ConfigError
 
     if type_name not in REWARD_TYPES:
         known = ", ".join(sorted(REWARD_TYPES))

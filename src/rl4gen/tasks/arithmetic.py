@@ -25,6 +25,11 @@ from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.tasks.base import Task
 
 ALPHABET = "0123456789+-="
+Operation = Literal["+", "-"]
+
+
+def _plus_only() -> list[Operation]:
+    return ["+"]
 
 
 class ArithmeticOptions(BaseModel):
@@ -32,7 +37,7 @@ class ArithmeticOptions(BaseModel):
 
     digits: int = Field(3, ge=1, le=6)
     """Operands have up to this many digits."""
-    operations: list[Literal["+", "-"]] = Field(default_factory=lambda: ["+"])
+    operations: list[Operation] = Field(default_factory=_plus_only, min_length=1)
     """Operations to draw from; subtraction keeps results non-negative (a >= b)."""
     reverse_answer: bool = True
     """Write the answer's digits least-significant first, the order in which they are computed
