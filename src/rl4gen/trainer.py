@@ -151,7 +151,6 @@ class Trainer:
                 model_path, config.generation, use_reference=self.needs_reference, lora=config.model.lora
             )
         self.policy = policy
-        self.model_path = config.model.path
 
         params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(
@@ -171,6 +170,7 @@ class Trainer:
         self.policy.prepare(acc)
         self.step = 0
         self.skipped_steps = 0
+        self._consecutive_skips = 0
         self.num_tokens = 0
         self.initial_eval: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
@@ -295,7 +295,7 @@ class Trainer:
             else:
                 skipped += 1
                 self.skipped_steps += 1
-                self._consecutive_skips = getattr(self, "_consecutive_skips", 0) + 1
+                self._consecutive_skips += 1
                 if self._consecutive_skips >= cfg.max_skipped_steps:
                     raise TrainingError(
                         f"{self._consecutive_skips} consecutive updates had a non-finite loss or "
