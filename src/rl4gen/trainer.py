@@ -145,6 +145,8 @@ class Trainer:
         if policy is None:
             model_path = config.model.path
             if model_path is None:
+                if self.task.name == "prompts":
+                    raise ConfigError("the prompts task needs a model: set model.path to a model folder.")
                 with acc.main_process_first():
                     model_path = str(self.task.pretrain(log=self.log))
             policy = CausalLMPolicy.from_pretrained(

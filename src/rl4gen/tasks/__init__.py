@@ -10,12 +10,13 @@ from rl4gen.tasks.base import Task, cache_dir
 
 def _registry() -> dict[str, type[Task]]:
     from rl4gen.tasks.arithmetic import ArithmeticTask
+    from rl4gen.tasks.prompts import PromptsTask
     from rl4gen.tasks.shakespeare import ShakespeareTask
 
-    return {t.name: t for t in (ArithmeticTask, ShakespeareTask)}
+    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask)}
 
 
-TASK_NAMES = ("arithmetic", "shakespeare")
+TASK_NAMES = ("arithmetic", "shakespeare", "prompts")
 
 
 def get_task(name: str, task_args: dict[str, Any] | None = None) -> Task:
