@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from rl4gen.config import GenerationConfig, LoraConfig
 from rl4gen.core.rollout import Rollout
+from rl4gen.models import fast_gpt2
 
 
 class ModelLoadError(ValueError):
@@ -109,6 +110,8 @@ class CausalLMPolicy:
         self.model.eval()  # no dropout: sampling and re-scoring must agree exactly
         self.ref_model: nn.Module | None = None
         self.use_reference = use_reference
+        #: Decode plain GPT-2 models with :mod:`rl4gen.models.fast_gpt2` (same numbers, less overhead).
+        self.fast_decoding = True
         if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(model).eval()
             self.ref_model.requires_grad_(False)
@@ -279,14 +282,19 @@ class CausalLMPolicy:
         b = prompt_ids.shape[0]
         device = prompt_ids.device
         position_ids = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
-        out = model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=position_ids,
-            use_cache=True,
-        )
-        past = out.past_key_values
-        logits = out.logits[:, -1, :]  # (B, V)
+        fast = self.fast_decoding and fast_gpt2.supports(model)
+        if fast:
+            decoder = fast_gpt2.GPT2FastDecoder(model, b, prompt_ids.shape[1] + gen.max_completion_length)
+            logits = decoder.prefill(prompt_ids, prompt_mask, position_ids)
+        else:
+            out = model(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                position_ids=position_ids,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1, :]  # (B, V)
         next_pos = position_ids[:, -1] + 1  # (B,)
         attn = prompt_mask
         stop_ids = torch.tensor(sorted(self._stop_ids), device=device)
@@ -311,16 +319,19 @@ class CausalLMPolicy:
             finished = finished | newly
             if bool(finished.all()) or step == gen.max_completion_length - 1:
                 break
-            attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
-            out = model(
-                input_ids=tok[:, None],
-                attention_mask=attn,
-                position_ids=next_pos[:, None],
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :]
+            if fast:
+                logits = decoder.step(tok, next_pos)
+            else:
+                attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
+                out = model(
+                    input_ids=tok[:, None],
+                    attention_mask=attn,
+                    position_ids=next_pos[:, None],
+                    past_key_values=past,
+                    use_cache=True,
+                )
+                past = out.past_key_values
+                logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         actions = torch.stack(tokens, dim=1)  # (B, T)
         logprobs = torch.stack(logps, dim=1)  # (B, T)
