@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from rl4gen.config import GenerationConfig
+
 
 @dataclass
 class Setting:
@@ -250,13 +252,121 @@ def worker_floor(setting: Setting, beta: float, model_dir: str, out_dir: str) ->
     return {"seconds": sum(times), "steps": len(times), "tokens_per_step": b * t_len, "peak_rss_mb": peak_rss_mb()}
 
 
-WORKERS = {"rl4gen": worker_rl4gen, "trl": worker_trl, "floor": worker_floor}
+# ------------------------------------------------------------------------- time to target
+
+
+class _Reached(Exception):
+    pass
+
+
+def worker_target_rl4gen(setting: Setting, budget: float, model_dir: str, out_dir: str) -> dict[str, Any]:
+    """rl4gen with the arithmetic task's defaults; evaluation time is not counted."""
+    from rl4gen.cli import load_train_config
+    from rl4gen.trainer import Trainer
+
+    config = load_train_config(
+        None, ["task=arithmetic", f"output_dir={out_dir}", "eval_steps=10", "eval_size=512", "save_steps=1000000", "sample_steps=1000000", "max_steps=2000"]
+    )
+    clock = {"train": 0.0, "curve": []}
+
+    def watch(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        clock["train"] += metrics["step_time"] - metrics.get("eval_time", 0.0)
+        if "eval/accuracy" in metrics:
+            clock["curve"].append((round(clock["train"], 2), metrics["eval/accuracy"]))
+            if metrics["eval/accuracy"] >= TARGET:
+                raise _Reached
+        if clock["train"] > budget:
+            raise _Reached
+
+    trainer = Trainer(config, callbacks=[watch], show_progress=False, log=lambda m: None)
+    try:
+        trainer.train()
+    except _Reached:
+        pass
+    return _target_result(clock, budget)
+
+
+def worker_target_trl(setting: Setting, budget: float, model_dir: str, out_dir: str) -> dict[str, Any]:
+    """TRL's GRPOTrainer with its documented defaults (only use_cpu/bf16/report_to set, and the
+    task's completion length), on the same prior, problems and reward."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rl4gen.policies.causal_lm import CausalLMPolicy
+    from rl4gen.tasks import get_task
+
+    task = get_task("arithmetic")
+    prior = task.pretrain(log=lambda m: None)
+    model = AutoModelForCausalLM.from_pretrained(str(prior))
+    tokenizer = AutoTokenizer.from_pretrained(str(prior))
+    tokenizer.padding_side = "left"
+    problems = task.train_contexts(torch.Generator().manual_seed(0), 50000)
+    dataset = Dataset.from_dict({"prompt": [p["prompt"] for p in problems], "answer": [p["answer"] for p in problems]})
+
+    def exact_answer(prompts: list[str], completions: list[str], answer: list[str], **kwargs: Any) -> list[float]:
+        return [float(c.strip() == a) for c, a in zip(completions, answer)]
+
+    args = GRPOConfig(
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        max_completion_length=task.max_answer_length(),
+        max_steps=100000,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    clock: dict[str, Any] = {"train": 0.0, "curve": []}
+    evaluator = CausalLMPolicy(model, tokenizer, GenerationConfig(max_completion_length=task.max_answer_length()))
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **k: Any) -> None:
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **k: Any) -> None:
+            clock["train"] += time.perf_counter() - self.t
+            if state.global_step % 10 == 0:
+                accuracy = task.evaluate(evaluator, 512)["accuracy"]
+                model.train()
+                clock["curve"].append((round(clock["train"], 2), accuracy))
+                if accuracy >= TARGET:
+                    control.should_training_stop = True
+            if clock["train"] > budget:
+                control.should_training_stop = True
+
+    trainer = GRPOTrainer(model=model, reward_funcs=[exact_answer], args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[Watch()])
+    trainer.train()
+    return _target_result(clock, budget)
+
+
+def _target_result(clock: dict[str, Any], budget: float) -> dict[str, Any]:
+    reached = [t for t, acc in clock["curve"] if acc >= TARGET]
+    return {
+        "seconds_to_target": reached[0] if reached else None,
+        "best_accuracy": max((acc for _, acc in clock["curve"]), default=0.0),
+        "train_seconds": clock["train"],
+        "budget": budget,
+        "curve": clock["curve"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+TARGET = 0.9
+WORKERS = {
+    "rl4gen": worker_rl4gen,
+    "trl": worker_trl,
+    "floor": worker_floor,
+    "target-rl4gen": worker_target_rl4gen,
+    "target-trl": worker_target_trl,
+}
 
 
 # ------------------------------------------------------------------------------------ driver
 
 
 def run_worker(kind: str, setting: Setting, beta: float, model_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Run one worker in its own process (``beta`` doubles as the time budget for target workers)."""
     cmd = [sys.executable, __file__, "--worker", kind, "--beta", str(beta), "--model-dir", str(model_dir), "--out-dir", str(out_dir), "--setting", json.dumps(asdict(setting))]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -285,6 +395,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of rl4gen and TRL per beta")
     parser.add_argument("--betas", default="0,0.04")
     parser.add_argument("--json", default="benchmarks/results/grpo_vs_trl.json")
+    parser.add_argument("--target-budget", type=float, default=600.0, help="seconds of training per framework for time to 90%% (0 skips)")
     parser.add_argument("--worker", choices=sorted(WORKERS))
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--model-dir")
@@ -326,23 +437,41 @@ def main() -> None:
                 "step_time_over_floor": ours_step / floor_step,
                 "peak_rss_ratio": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
             }
-    lines = []
+    details, summary = [], []
     for beta, r in report["betas"].items():
         b = f"{float(beta):g}"
         for name in ("rl4gen", "trl"):
             s = r[name]
-            lines.append(
+            details.append(
                 f"{name:6s} (beta={b}): {s['completions_per_s']:.1f} completions/s, {s['tokens_per_s']:.0f} tokens/s, "
-                f"{s['seconds_per_step']:.3f} s/step, peak RSS {s['peak_rss_mb']:.0f} MB, "
-                f"mean reward {s['reward_mean']:.4f}"
+                f"{s['seconds_per_step']:.3f} s/step, peak RSS {s['peak_rss_mb']:.0f} MB, mean reward {s['reward_mean']:.4f}"
             )
-    lines.append("")
-    for beta, r in report["betas"].items():
-        b = f"{float(beta):g}"
-        lines.append(f"throughput rl4gen/TRL (beta={b}): {r['throughput_ratio']:.2f}x")
-        lines.append(f"tokens/s rl4gen/TRL (beta={b}): {r['tokens_ratio']:.2f}x")
-        lines.append(f"step time / floor (beta={b}): {r['step_time_over_floor']:.2f}x")
-        lines.append(f"peak RSS rl4gen/TRL (beta={b}): {r['peak_rss_ratio']:.2f}x")
+        details.append(f"floor  (beta={b}): {r['floor_seconds_per_step']:.3f} s/step")
+        summary.append(f"throughput rl4gen/TRL (beta={b}): {r['throughput_ratio']:.2f}x")
+        summary.append(f"tokens/s rl4gen/TRL (beta={b}): {r['tokens_ratio']:.2f}x")
+        summary.append(f"step time / floor (beta={b}): {r['step_time_over_floor']:.2f}x")
+        summary.append(f"peak RSS rl4gen/TRL (beta={b}): {r['peak_rss_ratio']:.2f}x")
+    if args.target_budget > 0 and not args.tiny:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = {
+                kind: run_worker(f"target-{kind}", setting, args.target_budget, Path(tmp), Path(tmp) / kind)
+                for kind in ("rl4gen", "trl")
+            }
+        report["time_to_target"] = target
+        for kind, r in target.items():
+            when = f"{r['seconds_to_target']:.0f} s" if r["seconds_to_target"] is not None else f"not within {r['budget']:.0f} s"
+            details.append(f"{kind:6s} time to 90% held-out arithmetic: {when} of training (best {100 * r['best_accuracy']:.1f}%)")
+        ours_t, theirs_t = target["rl4gen"]["seconds_to_target"], target["trl"]["seconds_to_target"]
+        if ours_t is not None and theirs_t is not None:
+            summary.append(f"time to 90% rl4gen/TRL: {ours_t / theirs_t:.2f}x")
+            report["time_to_target_ratio"] = ours_t / theirs_t
+        elif ours_t is not None:
+            summary.append(f"time to 90% rl4gen/TRL: < {ours_t / args.target_budget:.2f}x (TRL did not reach 90% within {args.target_budget:.0f} s)")
+            report["time_to_target_ratio_upper_bound"] = ours_t / args.target_budget
+        else:
+            summary.append("time to 90% rl4gen/TRL: n/a (rl4gen did not reach 90% within the budget)")
+    report["summary"] = summary
+    lines = [*details, "", *summary]
     print("\n".join(lines))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

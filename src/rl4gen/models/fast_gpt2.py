@@ -43,63 +43,97 @@ def supports(model: Any) -> bool:
     )
 
 
-class GPT2FastDecoder:
-    """Prefill + one-token steps with a preallocated KV cache for a ``GPT2LMHeadModel``."""
+class _GPT2:
+    """GPT-2's computation on a ``GPT2LMHeadModel``'s own parameters."""
 
-    def __init__(self, model: Any, batch: int, max_len: int) -> None:
+    def __init__(self, model: Any) -> None:
         c = model.config
-        t = model.transformer
-        self.t = t
+        self.t = model.transformer
         self.lm_head = model.lm_head.weight  # (V, C), tied to wte in GPT-2
         self.n_head = c.n_head
         self.d = c.n_embd
         self.hd = c.n_embd // c.n_head
         self.eps = c.layer_norm_epsilon
         self.act = _ACTIVATIONS[c.activation_function]
-        p = next(model.parameters())
-        shape = (batch, self.n_head, max_len, self.hd)
-        self.k = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in t.h]
-        self.v = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in t.h]
-        self.key_ok = torch.zeros((batch, max_len), dtype=torch.bool, device=p.device)  # (B, L)
-        self.length = 0
 
     def _ln(self, x: Tensor, ln: Any) -> Tensor:
         return F.layer_norm(x, (self.d,), ln.weight, ln.bias, self.eps)
 
-    def _forward(self, ids: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
-        """ids, positions (B, S); mask (B, 1, S, L) bool over the cache -> logits (B, S, V)."""
+    def hidden(
+        self,
+        ids: Tensor,  # (B, S)
+        positions: Tensor,  # (B, S)
+        mask: Tensor,  # (B, 1, S, L) bool
+        cache: tuple[list[Tensor], list[Tensor], int] | None = None,
+    ) -> Tensor:  # (B, S, C) after the final layer norm
+        """The transformer stack; with ``cache`` (keys, values, start) new keys and values are
+        written at ``start`` and attention runs over the cache up to the new end."""
         b, s = ids.shape
-        start = self.length
-        end = start + s
-        x = self.t.wte.weight[ids] + self.t.wpe.weight[positions]  # (B, S, C)
+        x = self.t.wte.weight[ids] + self.t.wpe.weight[positions]
         for i, block in enumerate(self.t.h):
             a = self._ln(x, block.ln_1)
-            qkv = torch.addmm(block.attn.c_attn.bias, a.view(-1, self.d), block.attn.c_attn.weight)
+            qkv = torch.addmm(block.attn.c_attn.bias, a.reshape(-1, self.d), block.attn.c_attn.weight)
             q, k, v = qkv.view(b, s, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, D)
-            self.k[i][:, :, start:end] = k
-            self.v[i][:, :, start:end] = v
-            y = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask)
+            if cache is not None:
+                keys, values, start = cache
+                keys[i][:, :, start : start + s] = k
+                values[i][:, :, start : start + s] = v
+                k, v = keys[i][:, :, : start + s], values[i][:, :, : start + s]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             y = y.transpose(1, 2).reshape(b * s, self.d)
             x = x + torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight).view(b, s, self.d)
-            m = self._ln(x, block.ln_2).view(-1, self.d)
+            m = self._ln(x, block.ln_2).reshape(-1, self.d)
             m = self.act(torch.addmm(block.mlp.c_fc.bias, m, block.mlp.c_fc.weight))
             x = x + torch.addmm(block.mlp.c_proj.bias, m, block.mlp.c_proj.weight).view(b, s, self.d)
-        x = self._ln(x[:, -1:], self.t.ln_f)  # only the last position is needed for sampling
-        self.length = end
-        return x @ self.lm_head.T  # (B, 1, V)
+        return x
+
+    def logits(self, x: Tensor) -> Tensor:  # (B, S, C) -> (B, S, V)
+        return self._ln(x, self.t.ln_f) @ self.lm_head.T
+
+
+def prefix_mask(attention_mask: Tensor) -> Tensor:  # (B, S) -> (B, 1, S, S) bool
+    """Causal attention over non-padding keys; a padded query sees only itself, so no row is
+    fully masked (which would give NaN) and no real token ever sees padding."""
+    s = attention_mask.shape[1]
+    causal = torch.ones((s, s), dtype=torch.bool, device=attention_mask.device).tril()
+    eye = torch.eye(s, dtype=torch.bool, device=attention_mask.device)
+    return ((causal & attention_mask.bool()[:, None, :]) | eye)[:, None]
+
+
+def completion_logits(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
+) -> Tensor:  # (B, S - start, V)
+    """Logits predicting tokens ``start:`` of ``input_ids`` (one forward, with gradients): the
+    LM head runs only where a prediction is needed."""
+    gpt = _GPT2(model)
+    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
+    return gpt.logits(x[:, start - 1 : -1])
+
+
+class GPT2FastDecoder(_GPT2):
+    """Prefill + one-token steps with a preallocated KV cache for a ``GPT2LMHeadModel``."""
+
+    def __init__(self, model: Any, batch: int, max_len: int) -> None:
+        super().__init__(model)
+        p = next(model.parameters())
+        shape = (batch, self.n_head, max_len, self.hd)
+        self.k = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.t.h]
+        self.v = [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in self.t.h]
+        self.key_ok = torch.zeros((batch, max_len), dtype=torch.bool, device=p.device)  # (B, L)
+        self.length = 0
+
+    def _forward(self, ids: Tensor, positions: Tensor, mask: Tensor) -> Tensor:  # -> (B, V)
+        x = self.hidden(ids, positions, mask, (self.k, self.v, self.length))
+        self.length += ids.shape[1]
+        return self.logits(x[:, -1:])[:, -1]  # only the last position is needed for sampling
 
     def prefill(self, ids: Tensor, attention_mask: Tensor, positions: Tensor) -> Tensor:
         """Left-padded prompts (B, P) -> next-token logits (B, V)."""
-        s = ids.shape[1]
-        self.key_ok[:, :s] = attention_mask.bool()
-        causal = torch.ones((s, s), dtype=torch.bool, device=ids.device).tril()
-        # A padded query sees only itself: no all-masked rows (NaN) and no pad seen by a real token.
-        eye = torch.eye(s, dtype=torch.bool, device=ids.device)
-        mask = (causal & self.key_ok[:, None, :s]) | eye  # (B, S, S)
-        return self._forward(ids, positions, mask[:, None])[:, -1]
+        self.key_ok[:, : ids.shape[1]] = attention_mask.bool()
+        return self._forward(ids, positions, prefix_mask(attention_mask))
 
     def step(self, tok: Tensor, position: Tensor) -> Tensor:
         """One new token per row (B,) at ``position`` (B,) -> next-token logits (B, V)."""
         self.key_ok[:, self.length] = True
         mask = self.key_ok[:, None, None, : self.length + 1]  # (B, 1, 1, L)
-        return self._forward(tok[:, None], position[:, None], mask)[:, -1]
+        return self._forward(tok[:, None], position[:, None], mask)

@@ -110,7 +110,7 @@ class CausalLMPolicy:
         self.model.eval()  # no dropout: sampling and re-scoring must agree exactly
         self.ref_model: nn.Module | None = None
         self.use_reference = use_reference
-        #: Decode plain GPT-2 models with :mod:`rl4gen.models.fast_gpt2` (same numbers, less overhead).
+        #: Run plain GPT-2 models through :mod:`rl4gen.models.fast_gpt2` (same numbers, less overhead).
         self.fast_decoding = True
         if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(model).eval()
@@ -390,8 +390,12 @@ class CausalLMPolicy:
         input_ids = torch.cat([rollout.prompt_ids, rollout.actions], dim=1)  # (B, P+T)
         attn = torch.cat([rollout.prompt_mask.to(rollout.mask.dtype), rollout.mask], dim=1)
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
-        logits = logits[:, p - 1 : -1, :].float() / self.generation.temperature  # (B, T, V)
+        if self.fast_decoding and fast_gpt2.supports(model):  # unwrapped GPT-2 (not DDP, not LoRA)
+            logits = fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
+        else:
+            logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
+            logits = logits[:, p - 1 : -1, :]
+        logits = logits.float() / self.generation.temperature  # (B, T, V)
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)  # (B, T)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
