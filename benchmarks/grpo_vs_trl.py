@@ -47,7 +47,7 @@ class Setting:
     num_generations: int = 8
     max_completion_length: int = 64
     learning_rate: float = 1e-5
-    steps: int = 8  # measured steps; one more warm-up step runs first and is not counted
+    steps: int = 16  # measured steps; one more warm-up step runs first and is not counted
     seed: int = 0
 
     @property
@@ -70,9 +70,11 @@ def reward_e(completions: list[str]) -> list[float]:
 
 
 def build_model(setting: Setting, out: Path) -> None:
+    from rl4gen import quiet_transformers
     from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
     from rl4gen.tasks.shakespeare import ALPHABET
 
+    quiet_transformers()
     tokenizer = build_char_tokenizer(ALPHABET)
     torch.manual_seed(setting.seed)
     model = build_tiny_gpt(len(tokenizer), n_positions=128, n_embd=setting.n_embd, n_layer=setting.n_layer, n_head=setting.n_head)
@@ -392,7 +394,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--steps", type=int, help="measured steps per run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of rl4gen and TRL per beta")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of rl4gen and TRL per beta")
     parser.add_argument("--betas", default="0,0.04")
     parser.add_argument("--json", default="benchmarks/results/grpo_vs_trl.json")
     parser.add_argument("--target-budget", type=float, default=600.0, help="seconds of training per framework for time to 90%% (0 skips)")

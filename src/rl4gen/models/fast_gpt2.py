@@ -69,7 +69,7 @@ class _GPT2:
         """The transformer stack; with ``cache`` (keys, values, start) new keys and values are
         written at ``start`` and attention runs over the cache up to the new end."""
         b, s = ids.shape
-        x = self.t.wte.weight[ids] + self.t.wpe.weight[positions]
+        x = F.embedding(ids, self.t.wte.weight) + F.embedding(positions, self.t.wpe.weight)
         for i, block in enumerate(self.t.h):
             a = self._ln(x, block.ln_1)
             qkv = torch.addmm(block.attn.c_attn.bias, a.reshape(-1, self.d), block.attn.c_attn.weight)
