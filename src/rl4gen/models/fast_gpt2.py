@@ -6,6 +6,9 @@ copies the whole cache every token, quadratic in length). :class:`GPT2FastDecode
 computation as ``GPT2LMHeadModel`` with a preallocated KV cache and ``scaled_dot_product_attention``,
 reading the model's parameters in place (no copy: updates to the model are seen at once).
 
+Rows that have finished can be dropped from the cache (:meth:`GPT2FastDecoder.keep_rows`), so
+a batch whose completions end at different lengths stops paying for the finished ones.
+
 Only plain GPT-2 configurations are accepted (:func:`supports`); anything else — LoRA-wrapped
 models, other architectures, unusual attention options — keeps the general transformers path.
 """
@@ -131,6 +134,12 @@ class GPT2FastDecoder(_GPT2):
         """Left-padded prompts (B, P) -> next-token logits (B, V)."""
         self.key_ok[:, : ids.shape[1]] = attention_mask.bool()
         return self._forward(ids, positions, prefix_mask(attention_mask))
+
+    def keep_rows(self, keep: Tensor) -> None:
+        """Drop finished rows (``keep`` (A,) bool) so later steps compute only live ones."""
+        self.k = [k[keep] for k in self.k]
+        self.v = [v[keep] for v in self.v]
+        self.key_ok = self.key_ok[keep]
 
     def step(self, tok: Tensor, position: Tensor) -> Tensor:
         """One new token per row (B,) at ``position`` (B,) -> next-token logits (B, V)."""

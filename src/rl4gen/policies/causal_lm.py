@@ -112,6 +112,8 @@ class CausalLMPolicy:
         self.use_reference = use_reference
         #: Run plain GPT-2 models through :mod:`rl4gen.models.fast_gpt2` (same numbers, less overhead).
         self.fast_decoding = True
+        #: On the fast path, drop finished rows once live rows fall to this fraction (0 = never).
+        self.compact_fraction = 0.75
         if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(model).eval()
             self.ref_model.requires_grad_(False)
@@ -299,20 +301,32 @@ class CausalLMPolicy:
         attn = prompt_mask
         stop_ids = torch.tensor(sorted(self._stop_ids), device=device)
         finished = torch.zeros(b, dtype=torch.bool, device=device)
+        live = torch.arange(b, device=device)  # rows the model still computes (fast path drops others)
         tokens, logps, ents = [], [], []
         multi_token_stops = self._multi_token_stops
         for step in range(gen.max_completion_length):
-            scaled = logits.float() / gen.temperature
-            logp_all = torch.log_softmax(scaled, dim=-1)  # (B, V)
+            # One uniform draw per row and step, whatever is live: the samples do not depend on
+            # which rows the model still computes.
+            u = None if greedy else torch.rand(b, generator=generator, device=device)
+            scaled = logits.float() / gen.temperature  # (A, V) for the A live rows
+            logp_all = torch.log_softmax(scaled, dim=-1)
             if greedy:
-                tok = scaled.argmax(dim=-1)
+                tok_live = scaled.argmax(dim=-1)
             else:
-                probs = torch.softmax(self._filter_logits(scaled), dim=-1)
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                assert u is not None
+                cdf = torch.softmax(self._filter_logits(scaled), dim=-1).cumsum(dim=-1)
+                target = (u[live] * cdf[:, -1]).unsqueeze(1)
+                tok_live = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
+            tok = torch.full((b,), self.pad_token_id, dtype=torch.long, device=device)
+            tok[live] = tok_live
             tok = torch.where(finished, torch.full_like(tok, self.pad_token_id), tok)
+            logp = torch.zeros(b, device=device)
+            logp[live] = logp_all.gather(1, tok_live[:, None]).squeeze(1)
+            ent = torch.zeros(b, device=device)
+            ent[live] = -(logp_all.exp() * logp_all).sum(-1)
             tokens.append(tok)
-            logps.append(logp_all.gather(1, tok[:, None]).squeeze(1))
-            ents.append(-(logp_all.exp() * logp_all).sum(-1))
+            logps.append(logp.masked_fill(finished, 0.0))  # padding after the end: 0 either path
+            ents.append(ent.masked_fill(finished, 0.0))
             newly = torch.isin(tok, stop_ids) & ~finished
             if multi_token_stops:
                 newly |= self._hits_stop_string(torch.stack(tokens, 1), multi_token_stops) & ~finished
@@ -320,7 +334,11 @@ class CausalLMPolicy:
             if bool(finished.all()) or step == gen.max_completion_length - 1:
                 break
             if fast:
-                logits = decoder.step(tok, next_pos)
+                keep = ~finished[live]
+                if int(keep.sum()) <= self.compact_fraction * len(live):
+                    decoder.keep_rows(keep)
+                    live = live[keep]
+                logits = decoder.step(tok[live], next_pos[live])
             else:
                 attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
                 out = model(
