@@ -35,6 +35,21 @@ def tiny_config(model_dir: Path, out: Path, *sets: str) -> Any:
     return load_train_config(None, [*base, *sets])
 
 
+class Interrupt(Exception):
+    """Stands for a crash or Ctrl-C in the middle of a run."""
+
+
+def interrupt_at(step: int, config: Any, rewards: CombinedReward) -> None:
+    """Train ``config`` and stop abruptly right after ``step`` (its checkpoint, if due, is written)."""
+
+    def stop(trainer: Trainer, done: int, metrics: dict[str, float]) -> None:
+        if done == step:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(config, rewards=rewards, callbacks=[stop], show_progress=False).train()
+
+
 def params_of(trainer: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.policy.trainable_parameters()]
 
@@ -122,16 +137,8 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_dir: Path, tmp_path: Pat
     full = Trainer(tiny_config(tiny_model_dir, tmp_path / "full", *sets), rewards=reward(), show_progress=False)
     full.train()
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_at_3(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-        if step == 3:
-            raise Interrupt
-
     config = tiny_config(tiny_model_dir, tmp_path / "cut", *sets)
-    with pytest.raises(Interrupt):
-        Trainer(config, rewards=reward(), callbacks=[stop_at_3], show_progress=False).train()
+    interrupt_at(3, config, reward())
     run_dir = tmp_path / "cut" / "run"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_2"]
     resumed = Trainer(config, run_dir=run_dir, resume=True, rewards=reward(), show_progress=False)
@@ -235,16 +242,8 @@ def test_lora_run_trains_only_the_adapter_and_resumes(tiny_model_dir: Path, tmp_
     assert (result.run_dir / "checkpoints" / "step_4" / "model" / "adapter_model.safetensors").is_file()
     assert any("kl" in h and h["kl"] > 0 for h in result.history)
 
-    class Interrupt(Exception):
-        pass
-
-    def stop(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-        if step == 3:
-            raise Interrupt
-
     config = tiny_config(tiny_model_dir, tmp_path / "cut", *sets)
-    with pytest.raises(Interrupt):
-        Trainer(config, rewards=reward(), callbacks=[stop], show_progress=False).train()
+    interrupt_at(3, config, reward())
     resumed = Trainer(config, run_dir=tmp_path / "cut" / "run", resume=True, rewards=reward(), show_progress=False)
     resumed.train()
     for a, b in zip(params_of(full), params_of(resumed)):
