@@ -28,7 +28,7 @@ def _config(task_name: str, output_dir: str, sets: list[str], extra: dict[str, A
     return validate_config(data)
 
 
-def _greedy_samples(policy: CausalLMPolicy, contexts: list[Any], greedy: bool = True) -> list[dict[str, Any]]:
+def _show_samples(policy: CausalLMPolicy, contexts: list[Any], greedy: bool = True) -> list[dict[str, Any]]:
     """One completion per context: greedy, or sampled with a fixed seed (same for every policy)."""
     generator = None if greedy else torch.Generator(device=policy.device).manual_seed(99)
     completions = policy.generate(contexts, greedy=greedy, generator=generator)
@@ -59,11 +59,11 @@ def run_demo(
     pretrain_seconds = time.perf_counter() - start
     prior = CausalLMPolicy.from_pretrained(prior_dir, config.generation)
     shown = task.eval_contexts(8)
-    before = _greedy_samples(prior, shown)
+    before = _show_samples(prior, shown)
 
     trainer = Trainer(config, task=task, show_progress=show_progress, log=log)
     result = trainer.train()
-    after = _greedy_samples(trainer.policy, shown)
+    after = _show_samples(trainer.policy, shown)
     summary = {
         "task": task_name,
         "algorithm": config.algorithm.name,
@@ -130,10 +130,10 @@ def _shakespeare_demo(
         summary[label] = {"before": result.initial_eval, "after": result.final_eval}
     prior = CausalLMPolicy.from_pretrained(prior_dir, base.generation)
     shown = task.eval_contexts(6)
-    samples = {"prior": _greedy_samples(prior, shown, greedy=False)}
+    samples = {"prior": _show_samples(prior, shown, greedy=False)}
     for label, run_dir in runs.items():
         policy = CausalLMPolicy.from_pretrained(run_dir / "model", base.generation)
-        samples[label] = _greedy_samples(policy, shown, greedy=False)
+        samples[label] = _show_samples(policy, shown, greedy=False)
     write_report(compare, summary, samples, curves=compare / "reward_vs_kl.png")
     console.print(f"run folder: {compare}")
     for label, result in results.items():
