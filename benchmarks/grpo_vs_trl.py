@@ -103,7 +103,6 @@ def worker_rl4gen(setting: Setting, beta: float, model_dir: str, out_dir: str) -
             "seed": setting.seed,
             "generation": {"temperature": 1.0, "max_completion_length": setting.max_completion_length},
             "algorithm": {"name": "grpo", "num_generations": setting.num_generations, "beta": beta, "loss_type": "dapo"},
-            "rewards": [{"type": "regex", "args": {"pattern": "x"}}],  # replaced below
             "max_steps": setting.steps + 1,
             "prompts_per_step": setting.prompts_per_step,
             "learning_rate": setting.learning_rate,
@@ -114,6 +113,7 @@ def worker_rl4gen(setting: Setting, beta: float, model_dir: str, out_dir: str) -
             "save_steps": 10**6,
         }
     )
+    # The benchmark's reward is a function, given to the trainer directly (no config entry).
     reward = CombinedReward([FunctionReward(lambda s, c, **k: reward_e(list(s)), name="e_fraction")])
     trainer = Trainer(config, rewards=reward, show_progress=False, log=lambda m: None)
     result = trainer.train()

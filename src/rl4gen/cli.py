@@ -113,8 +113,9 @@ def train(
                 raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml): pass the folder a previous `rl4gen train` printed.")
             if config is not None:
                 raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
-            saved = load_train_config(None, [], base=read_yaml(run_dir / "config.yaml"))
-            cfg = load_train_config(None, set_, base=read_yaml(run_dir / "config.yaml"))
+            saved_data = read_yaml(run_dir / "config.yaml")
+            saved = load_train_config(None, [], base=saved_data)
+            cfg = load_train_config(None, set_, base=saved_data)
             check_resume_overrides(saved, cfg)
             if dry_run:
                 sys.stdout.write(dump_config(cfg))

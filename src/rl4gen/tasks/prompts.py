@@ -28,10 +28,11 @@ class PromptsOptions(BaseModel):
     """Prompts given inline (used when no file is given)."""
 
 
-def load_prompts(path: Path) -> list[dict[str, Any]]:
-    """Read a prompts file; a malformed JSONL line is reported with its line number."""
+def load_prompts(path: Path, key: str = "task_args.file") -> list[dict[str, Any]]:
+    """Read a prompts file (``key`` names the config field that gave it, for errors); a
+    malformed JSONL line is reported with its line number."""
     if not path.is_file():
-        raise ConfigError(f"prompts file {str(path)!r} does not exist: check task_args.file.")
+        raise ConfigError(f"prompts file {str(path)!r} does not exist: check {key}.")
     rows: list[dict[str, Any]] = []
     is_jsonl = path.suffix in (".jsonl", ".json")
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

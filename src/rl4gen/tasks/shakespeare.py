@@ -24,6 +24,7 @@ from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.rewards.text import LexiconReward
 from rl4gen.tasks.base import Task
+from rl4gen.tasks.prompts import load_prompts
 
 HELDOUT_PLAYS = ("hamlet", "macbeth", "tempest")
 ALPHABET = "\n !&',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -86,17 +87,11 @@ class ShakespeareTask(Task):
         super().__init__(task_args)
         self._train_text: str | None = None
         self._eval_text: str | None = None
-        self._prompts: list[str] | None = None
+        self._prompts: list[dict[str, Any]] | None = None
         self._eval_cache: list[dict[str, str]] | None = None
         self._lexicon = LexiconReward(lexicon="sentiment", clip=3.0)  # as the default reward
         if self.options.prompts_file is not None:
-            path = Path(self.options.prompts_file)
-            if not path.is_file():
-                raise ConfigError(f"prompts file {str(path)!r} does not exist: check task_args.prompts_file.")
-            prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if not prompts:
-                raise ConfigError(f"prompts file {str(path)!r} holds no prompts: put one prompt per line.")
-            self._prompts = prompts
+            self._prompts = load_prompts(Path(self.options.prompts_file), key="task_args.prompts_file")
 
     def _texts(self) -> tuple[str, str]:
         if self._train_text is None:
@@ -122,7 +117,7 @@ class ShakespeareTask(Task):
     def train_contexts(self, generator: torch.Generator, n: int) -> list[dict[str, str]]:
         if self._prompts is not None:
             idx = torch.randint(0, len(self._prompts), (n,), generator=generator).tolist()
-            return [{"prompt": self._prompts[i]} for i in idx]
+            return [self._prompts[i] for i in idx]
         return self._windows(self._texts()[0], generator, n)
 
     def eval_contexts(self, n: int) -> list[dict[str, str]]:
