@@ -120,6 +120,8 @@ def train(
             if dry_run:
                 sys.stdout.write(dump_config(cfg))
                 return
+            if cfg.algorithm.name == "dqn":
+                raise ConfigError("dqn runs cannot be resumed (the replay buffer is not checkpointed): start a new run.")
             trainer = Trainer(cfg, run_dir=run_dir, resume=True, show_progress=progress)
         else:
             if config is None and not any(s.startswith("task=") for s in set_):
@@ -128,20 +130,29 @@ def train(
             if dry_run:
                 sys.stdout.write(dump_config(cfg))
                 return
+            if cfg.algorithm.name == "dqn":
+                from rl4gen.algorithms.sequence_dqn import SequenceDQN
+
+                _print_result(SequenceDQN(cfg, show_progress=progress, log=lambda m: err.print(m)).train())
+                return
             trainer = Trainer(cfg, show_progress=progress)
         result = trainer.train()
         if trainer.accelerator.is_main_process:
-            out.print(f"run folder: {result.run_dir}")
-            for k, v in result.final_eval.items():
-                before = result.initial_eval.get(k)
-                out.print(f"eval/{k}: {before:.4f} -> {v:.4f}" if before is not None else f"eval/{k}: {v:.4f}")
+            _print_result(result)
 
     _run_guarded(go)
 
 
+def _print_result(result: Any) -> None:
+    out.print(f"run folder: {result.run_dir}")
+    for k, v in result.final_eval.items():
+        before = result.initial_eval.get(k)
+        out.print(f"eval/{k}: {before:.4f} -> {v:.4f}" if before is not None else f"eval/{k}: {v:.4f}")
+
+
 @app.command()
 def pretrain(
-    task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic or shakespeare.")],
+    task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic, shakespeare or melody.")],
     arg: Annotated[list[str] | None, typer.Option("--arg", help="Task option: --arg pretrain_steps=800")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when cached.")] = False,
 ) -> None:
@@ -242,7 +253,7 @@ def evaluate(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option(help="arithmetic or shakespeare.")] = "arithmetic",
+    task: Annotated[str, typer.Option(help="arithmetic, shakespeare or melody.")] = "arithmetic",
     output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the task's recipe.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

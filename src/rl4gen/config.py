@@ -111,7 +111,30 @@ class ReinforceConfig(_AlgorithmBase):
     """Loss aggregation; dr_grpo sums log-probs over a sequence, the textbook estimator."""
 
 
-AlgorithmConfig = Annotated[GRPOConfig | RLOOConfig | ReinforceConfig, Field(discriminator="name")]
+class DQNConfig(_AlgorithmBase):
+    """Q-learning over tokens with a target network (Mnih et al., 2015), as RL Tuner (Jaques et
+    al., 2017) applies it to a pretrained sequence model; ``soft`` selects its Psi-learning form."""
+
+    name: Literal["dqn"] = "dqn"
+    num_generations: int = Field(8, ge=1)
+    """Sequences sampled per context each step (Boltzmann exploration over the Q-values)."""
+    gamma: float = Field(0.5, ge=0, le=1)
+    """Discount per token (RL Tuner used 0.5)."""
+    soft: bool = False
+    """Psi-learning: the next state's value is the log-sum-exp of its Q-values instead of the max."""
+    prior_weight: float = Field(1.0, ge=0)
+    """Weight of log p_prior(token | prefix) added to every step's reward: the KL-control term."""
+    buffer_size: int = Field(4096, ge=1)
+    """Sequences kept in the replay buffer."""
+    batch_size: int = Field(64, ge=1)
+    """Sequences per gradient step."""
+    gradient_steps: int = Field(1, ge=1)
+    """Gradient steps per training step."""
+    target_update_interval: int = Field(25, ge=1)
+    """Copy the Q-network into the target network every this many training steps."""
+
+
+AlgorithmConfig = Annotated[GRPOConfig | RLOOConfig | ReinforceConfig | DQNConfig, Field(discriminator="name")]
 
 
 class RewardSpec(Strict):

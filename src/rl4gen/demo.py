@@ -52,6 +52,10 @@ def run_demo(
     sets = list(sets or [])
     if task_name == "shakespeare":
         return _shakespeare_demo(output_dir, sets, show_progress, console, log)
+    if task_name == "melody":
+        from rl4gen.music.demo import run_melody_demo
+
+        return run_melody_demo(_config("melody", output_dir, sets), show_progress=show_progress, console=console, log=log)
     start = time.perf_counter()
     config = _config(task_name, output_dir, sets)
     task = get_task(config.task, config.task_args)

@@ -33,7 +33,7 @@ from rl4gen.checkpoint import (
     verify_checkpoint,
     write_checkpoint,
 )
-from rl4gen.config import ConfigError, TrainConfig, dump_config
+from rl4gen.config import ConfigError, DQNConfig, TrainConfig, dump_config
 from rl4gen.core.losses import masked_mean
 from rl4gen.core.rollout import Rollout
 from rl4gen.policies.causal_lm import CausalLMPolicy
@@ -76,9 +76,21 @@ def build_rewards(config: TrainConfig) -> CombinedReward:
 
 
 def new_run_dir(config: TrainConfig) -> Path:
+    """``run_name`` as given, or a new folder named after the task, algorithm, seed and time,
+    created here so that two runs started in the same second get different folders."""
+    if config.run_name:
+        return Path(config.output_dir) / config.run_name
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = config.run_name or f"{config.task}__{config.algorithm.name}__{config.seed}__{stamp}"
-    return Path(config.output_dir) / name
+    base = Path(config.output_dir) / f"{config.task}__{config.algorithm.name}__{config.seed}__{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        path = base if k == 0 else base.with_name(f"{base.name}-{k + 1}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise TrainingError(f"could not create a new run folder next to {str(base)!r}.")
 
 
 class Trainer:
@@ -120,6 +132,8 @@ class Trainer:
         self.log = log or (lambda msg: acc.print(msg))
         self.task = task or get_task(config.task, config.task_args)
         self.rewards = rewards or build_rewards(config)
+        if isinstance(config.algorithm, DQNConfig):
+            raise ConfigError("algorithm 'dqn' runs in its own loop: use `rl4gen train` or rl4gen.algorithms.sequence_dqn.SequenceDQN.")
         self.algorithm = build_algorithm(config.algorithm)
 
         if resume:
@@ -127,7 +141,7 @@ class Trainer:
                 raise ValueError("resume needs the run folder")
             self.run_dir = Path(run_dir)
         else:
-            holder = [str(run_dir or new_run_dir(config))]
+            holder = [str(run_dir or (new_run_dir(config) if acc.is_main_process else ""))]
             broadcast_object_list(holder)  # every process writes to the main process's folder
             self.run_dir = Path(holder[0])
         self.checkpoints_dir = self.run_dir / "checkpoints"

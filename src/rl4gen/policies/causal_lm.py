@@ -402,18 +402,22 @@ class CausalLMPolicy:
 
     # ---------------------------------------------------------------- scoring
 
-    def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    def completion_logits(self, rollout: Rollout, model: nn.Module | None = None) -> Tensor:  # (B, T, V)
+        """Raw logits at every completion position (those that predict ``rollout.actions``),
+        from ``model`` (default: the trained model, with gradients)."""
+        model = self.train_model if model is None else model
         assert rollout.prompt_ids is not None and rollout.prompt_mask is not None
         p = rollout.prompt_ids.shape[1]
         input_ids = torch.cat([rollout.prompt_ids, rollout.actions], dim=1)  # (B, P+T)
         attn = torch.cat([rollout.prompt_mask.to(rollout.mask.dtype), rollout.mask], dim=1)
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
         if self.fast_decoding and fast_gpt2.supports(model):  # unwrapped GPT-2 (not DDP, not LoRA)
-            logits = fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
-        else:
-            logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
-            logits = logits[:, p - 1 : -1, :]
-        logits = logits.float() / self.generation.temperature  # (B, T, V)
+            return fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
+        logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
+        return logits[:, p - 1 : -1, :]
+
+    def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        logits = self.completion_logits(rollout, model).float() / self.generation.temperature  # (B, T, V)
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)  # (B, T)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
@@ -422,6 +426,39 @@ class CausalLMPolicy:
     def log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
         """Per-token log-probs of the rollout's completions under the current weights."""
         return self._forward_logprobs(self.train_model, rollout)[0]
+
+    def rollout_for(self, prompts: Sequence[Any], completions: Sequence[str]) -> Rollout:
+        """A rollout holding given completions (not sampled), to score them with
+        :meth:`log_probs` or :meth:`ref_log_probs`; its ``logprobs`` are zeros."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts for {len(completions)} completions")
+        rows = [self.tokenizer(c, add_special_tokens=False).input_ids for c in completions]
+        width = max((len(r) for r in rows), default=0)
+        actions = torch.full((len(rows), max(width, 1)), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(actions.shape, dtype=torch.float32)
+        for j, r in enumerate(rows):
+            actions[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[j, : len(r)] = 1.0
+        prompt_ids, prompt_mask = self.encode_prompts([prompt_text(p) for p in prompts])
+        device = self.device
+        return Rollout(
+            actions=actions.to(device),
+            mask=mask.to(device),
+            logprobs=torch.zeros(actions.shape, device=device),
+            group_ids=torch.arange(len(rows), device=device),
+            samples=list(completions),
+            contexts=list(prompts),
+            prompt_ids=prompt_ids.to(device),
+            prompt_mask=prompt_mask.to(device),
+        )
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[str]) -> Tensor:  # (B,)
+        """Mean per-token log-probability of each completion after its prompt, without gradients
+        (0 for an empty completion)."""
+        rollout = self.rollout_for(prompts, completions)
+        with torch.inference_mode():
+            logp = self._forward_logprobs(self.model, rollout)[0]
+        return ((logp * rollout.mask).sum(-1) / rollout.mask.sum(-1).clamp(min=1)).clone()
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:
