@@ -50,3 +50,36 @@ def test_shakespeare_demo_compares_with_and_without_kl(tmp_path: Path) -> None:
     compare = next(tmp_path.glob("shakespeare__compare__*"))
     assert (compare / "reward_vs_kl.png").stat().st_size > 5000
     assert "## Samples: beta = 0.2" in (compare / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_melody_demo_writes_table_midi_wav_and_piano_roll(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "rl4gen", "demo", "--task", "melody",
+        "--output-dir", str(tmp_path / "runs"),
+        # the small prior of tests/tasks/test_melody_task.py (cached when that ran first)
+        "--set", "task_args.max_chorales=60", "--set", "task_args.pretrain_steps=300",
+        "--set", "max_steps=10", "--set", "eval_steps=10", "--set", "eval_size=128",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "| notes not in key |" in out and "| rule violations (mean of seven rates) |" in out
+    assert re.search(r"rule violations: \d+\.\d% -> \d+\.\d%", out)
+    run = Path(re.search(r"run folder: (\S+)", out).group(1))  # type: ignore[union-attr]
+    files = run / "samples" / "melodies"
+    import mido
+
+    for label in ("prior", "after_RL"):
+        midi = mido.MidiFile(str(files / f"{label}_0.mid"))
+        assert sum(m.type == "note_on" for m in midi.tracks[0]) >= 2
+        import wave
+
+        with wave.open(str(files / f"{label}_0.wav")) as w:
+            assert w.getnchannels() == 1 and w.getnframes() > 10_000
+    assert (files / "piano_roll.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (run / "melody_metrics.md").read_text()
+    assert table.startswith("| metric | prior (before RL) | after RL |")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 10 and "violations" in summary["eval_after"]

@@ -248,3 +248,13 @@ def test_lora_run_trains_only_the_adapter_and_resumes(tiny_model_dir: Path, tmp_
     resumed.train()
     for a, b in zip(params_of(full), params_of(resumed)):
         assert torch.equal(a, b)
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from rl4gen.trainer import new_run_dir
+
+    cfg = validate_config({"task": "arithmetic", "output_dir": str(tmp_path)})
+    first, second = new_run_dir(cfg), new_run_dir(cfg)
+    assert first != second and first.is_dir() and second.is_dir()
+    named = validate_config({"task": "arithmetic", "output_dir": str(tmp_path), "run_name": "mine"})
+    assert new_run_dir(named) == tmp_path / "mine"
