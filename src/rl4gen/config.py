@@ -122,8 +122,9 @@ class DQNConfig(_AlgorithmBase):
     """Discount per token (RL Tuner used 0.5)."""
     soft: bool = False
     """Psi-learning: the next state's value is the log-sum-exp of its Q-values instead of the max."""
-    prior_weight: float = Field(1.0, ge=0)
-    """Weight of log p_prior(token | prefix) added to every step's reward: the KL-control term."""
+    reward_scale: float = Field(1.0, gt=0)
+    """Multiplies the task's rewards before log p_prior(token | prefix) is added to every step
+    (RL Tuner's reward scaler; the KL-control strength is 1 / reward_scale, like GRPO's beta)."""
     buffer_size: int = Field(4096, ge=1)
     """Sequences kept in the replay buffer."""
     batch_size: int = Field(64, ge=1)

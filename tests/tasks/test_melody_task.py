@@ -82,7 +82,8 @@ def test_grpo_lowers_rule_violations(small_task: MelodyTask, tmp_path: Path) -> 
 def test_dqn_moves_the_rewards_the_right_way(small_task: MelodyTask, tmp_path: Path) -> None:
     from rl4gen.algorithms.sequence_dqn import SequenceDQN
 
-    cfg = _config(small_task, tmp_path, algorithm={"name": "dqn", "batch_size": 32}, max_steps=30, learning_rate=1e-4)
+    algorithm = {"name": "dqn", "batch_size": 32, "reward_scale": 10.0, "gradient_steps": 2, "soft": True}
+    cfg = _config(small_task, tmp_path, algorithm=algorithm, max_steps=30, learning_rate=5e-4)
     agent = SequenceDQN(cfg, task=small_task, show_progress=False, log=lambda m: None)
     before = _params(agent.policy.model)
     result = agent.train()

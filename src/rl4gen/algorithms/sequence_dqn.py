@@ -9,9 +9,13 @@ p_prior(a | s)``, which is already the soft-optimal Q for the KL-control reward 
 start small and only the music-theory rewards move the values. (With raw logits as Q-values the
 arbitrary per-prefix offset of the logits dominated the first TD errors and the melodies fell
 apart within 50 steps: log-likelihood under the prior -0.5 -> -6 per step.) The offset does not
-change the Boltzmann policy ``softmax(Q / temperature)``. Each step's reward is the task's per-step reward (rules that speak at a step; a
-sequence-level reward counts at the last token) plus ``prior_weight * log p_prior(token |
-prefix)``, the KL-control term that keeps melodies close to the data. Targets:
+change the Boltzmann policy ``softmax(Q / temperature)``.
+
+Each step's reward is ``reward_scale`` times the task's per-step reward (rules that speak at a
+step; a sequence-level reward counts at the last token) plus ``log p_prior(token | prefix)``, the
+KL-control term that keeps melodies close to the data: with ``soft`` the optimal policy is the
+prior tilted by ``exp(reward_scale * return)``, so ``1 / reward_scale`` plays the part of GRPO's
+``beta``. Targets:
 
     y_t = r_t + gamma * V_target(s_{t+1}),  V = max_a Q   (Q-learning)
                                             V = logsumexp_a Q   (``soft``: Psi-learning)
@@ -210,7 +214,7 @@ class SequenceDQN:
         step_rewards, components = per_step_rewards(self.rewards, rollout)
         with torch.no_grad():
             prior_logp = self.prior.log_probs(rollout).cpu() * rollout.mask.cpu()  # (B, T)
-        self.buffer.add(rollout, step_rewards + algo.prior_weight * prior_logp)
+        self.buffer.add(rollout, algo.reward_scale * step_rewards + prior_logp)
         metrics: dict[str, float] = {
             "reward": float(step_rewards.sum(-1).mean()),
             "rewards/prior_logp/mean": float(prior_logp.sum(-1).mean() / rollout.mask.sum(-1).mean()),
