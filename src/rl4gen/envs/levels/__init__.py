@@ -6,6 +6,7 @@ Importing ``rl4gen.envs`` registers ``rl4gen/{problem}-{representation}-v0`` wit
     import rl4gen.envs  # noqa: F401
 
     env = gym.make("rl4gen/binary-narrow-v0")
+    envs = gym.make_vec("rl4gen/binary-narrow-v0", num_envs=64)  # LevelVectorEnv
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import gymnasium as gym
 from rl4gen.envs.levels.env import LevelEnv
 from rl4gen.envs.levels.problems import PROBLEMS, make_problem, range_reward
 from rl4gen.envs.levels.representations import REPRESENTATIONS
+from rl4gen.envs.levels.vector import LevelVectorEnv
 
-__all__ = ["ENV_IDS", "PROBLEMS", "REPRESENTATIONS", "LevelEnv", "env_id", "make_problem", "range_reward", "register_envs"]
+__all__ = ["ENV_IDS", "PROBLEMS", "REPRESENTATIONS", "LevelEnv", "LevelVectorEnv", "env_id", "make_problem", "range_reward", "register_envs"]
 
 
 def env_id(problem: str, representation: str) -> str:
@@ -35,6 +37,7 @@ def register_envs() -> None:
                 gym.register(
                     id=name,
                     entry_point="rl4gen.envs.levels.env:LevelEnv",
+                    vector_entry_point="rl4gen.envs.levels.vector:LevelVectorEnv",
                     kwargs={"problem": problem, "representation": representation},
                 )
 

@@ -75,7 +75,7 @@ class LevelEnv(gym.Env[Any, Any]):
         self.action_space = self.representation.action_space()
         self.observation_space = self.representation.observation_space()
 
-        self._cells = bytearray(width * height)  # the level, row-major; `_level` is a view of it
+        self._cells: bytearray | memoryview = bytearray(width * height)  # the level, row-major; `_level` is a view of it
         self._level = np.frombuffer(self._cells, dtype=np.uint8).reshape(height, width)
         self._cell_bits = self.problem.grid.cell_bits
         self._cumprobs = np.cumsum(self.problem.probs)
@@ -130,16 +130,31 @@ class LevelEnv(gym.Env[Any, Any]):
             u, v = self.np_random.random(2)
         else:
             level, u, v = self._draw(self.np_random)
+        self._start_episode(level, u, v)
+        return self.representation.observe(self._level), self._info()
+
+    def _start_episode(self, level: np.ndarray, u: float, v: float) -> None:
         self._level[...] = level
-        self._masks = self.problem.grid.masks(self._level, self.problem.num_tiles)
+        self._masks = self.problem.grid.masks(level, self.problem.num_tiles)
         self.representation.reset(u, v)
         self._stats = self._start = self.problem.stats(self._masks)
         self._goal = self.problem.goal(self._stats, self._start)
         self._changes = 0
         self._iteration = 0
-        return self.representation.observe(self._level), self._info()
+
+    def _autoreset(self) -> None:
+        """A new random episode without building an observation (for ``LevelVectorEnv``)."""
+        self._start_episode(*self._draw(self.np_random))
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated = self._advance(action)
+        info = self._info()
+        if terminated or truncated:
+            info["goal"] = self._goal
+        return self.representation.observe(self._level), reward, terminated, truncated, info
+
+    def _advance(self, action: Any) -> tuple[float, bool, bool]:
+        """Apply one action: (reward, terminated, truncated). The level is updated in place."""
         index, tile = self.representation.act(action, self.np_random)
         self._iteration += 1
         reward = 0.0
@@ -157,11 +172,7 @@ class LevelEnv(gym.Env[Any, Any]):
                 self._stats = new
                 self._goal = self.problem.goal(new, self._start)
         terminated = self._goal or self._changes >= self.max_changes
-        truncated = not terminated and self._iteration >= self.max_iterations
-        info = self._info()
-        if terminated or truncated:
-            info["goal"] = self._goal
-        return self.representation.observe(self._level), reward, terminated, truncated, info
+        return reward, terminated, not terminated and self._iteration >= self.max_iterations
 
     def _info(self) -> dict[str, Any]:
         return {**self._stats, "changes": self._changes, "iterations": self._iteration}

@@ -82,6 +82,8 @@ class Problem:
             else:
                 setattr(self, key, self._check_option(key, value))
         self.grid = Grid(self.width, self.height)
+        self._last_passable = -1
+        self._last_regions = 0
 
     def _check_option(self, key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or value < 0:
@@ -114,6 +116,14 @@ class Problem:
     def goal(self, stats: Stats, start: Stats) -> bool:
         """Whether the level is done (PCGRL's episode-over condition)."""
         raise NotImplementedError
+
+    def _regions(self, passable: int) -> int:
+        """``count_regions`` remembering the last answer: most edits of zelda and sokoban swap
+        one walkable tile for another and leave the walkable cells as they were."""
+        if passable != self._last_passable:
+            self._last_passable = passable
+            self._last_regions = count_regions(passable, self.grid.pitch)
+        return self._last_regions
 
 
 class BinaryProblem(Problem):
@@ -183,7 +193,7 @@ class ZeldaProblem(Problem):
             "key": key.bit_count(),
             "door": door.bit_count(),
             "enemies": enemies.bit_count(),
-            "regions": count_regions(walkable, pitch),
+            "regions": self._regions(walkable),
             "nearest-enemy": 0,
             "path-length": 0,
         }
@@ -234,7 +244,7 @@ class SokobanProblem(Problem):
             "player": player.bit_count(),
             "crate": crates,
             "target": targets,
-            "regions": count_regions(passable, self.grid.pitch),
+            "regions": self._regions(passable),
             "ratio": abs(crates - targets),
             "dist-win": self.width * self.height * (self.width + self.height),
             "sol-length": 0,

@@ -53,6 +53,11 @@ class Grid:
         level = np.asarray(level)
         if level.shape != (self.height, self.width):
             raise ValueError(f"level has shape {level.shape}, expected {(self.height, self.width)}.")
+        if level.size <= 100:  # small maps: one pass in Python beats numpy's call overhead
+            out = [0] * num_tiles
+            for bit, tile in zip(self.cell_bits, level.ravel().tolist(), strict=True):
+                out[tile] |= bit
+            return out
         if self._padded.shape[0] != num_tiles:
             self._padded = np.zeros((num_tiles, self.height + 2, self.pitch), dtype=bool)
             self._tile_ids = np.arange(num_tiles).reshape(num_tiles, 1, 1)
