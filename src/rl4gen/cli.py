@@ -1,4 +1,4 @@
-"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo.
+"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo, levels.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -256,6 +256,46 @@ def demo(
         run_demo(task, output_dir=output_dir, sets=set_, show_progress=progress, console=out, log=lambda m: err.print(m))
 
     _run_guarded(go)
+
+
+levels_app = typer.Typer(help="Game levels (PCGRL environments): sample and draw generated levels.", no_args_is_help=True)
+app.add_typer(levels_app, name="levels")
+
+
+@levels_app.command("show")
+def levels_show(
+    run_dir: Annotated[str, typer.Argument(help="Run folder (with samples/levels.jsonl) or a levels .jsonl file.")],
+    out_path: Annotated[str | None, typer.Option("--out", help="PNG to write (default: samples/levels.png).")] = None,
+    num: Annotated[int, typer.Option(help="How many of the latest levels to draw.")] = 16,
+    columns: Annotated[int | None, typer.Option(help="Levels per row (default: about square).")] = None,
+    tile_size: Annotated[int, typer.Option(help="Pixels per tile.")] = 16,
+) -> None:
+    """Draw a run's latest generated levels as a grid PNG."""
+    from rl4gen.envs.levels.samples import show_levels
+
+    try:
+        path, count = show_levels(run_dir, out_path, num=num, columns=columns, tile_size=tile_size)
+    except ValueError as exc:
+        fail(str(exc))
+    out.print(f"{count} levels -> {path}")
+
+
+@levels_app.command("sample")
+def levels_sample(
+    env: Annotated[str, typer.Argument(help="Environment, e.g. zelda-narrow or rl4gen/zelda-narrow-v0.")],
+    episodes: Annotated[int, typer.Option(help="Episodes to play.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode (then seed + 1, ...).")] = 0,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Folder to write samples/levels.jsonl into.")] = None,
+) -> None:
+    """Play episodes with random actions and record the final levels (a baseline to compare with)."""
+    from rl4gen.envs.levels.samples import sample_levels
+
+    try:
+        folder, goals = sample_levels(env, episodes, seed=seed, run_dir=run_dir)
+    except ValueError as exc:
+        fail(str(exc))
+    out.print(f"{episodes} levels ({goals} reached the goal) -> {folder}")
+    out.print(f"draw them with: rl4gen levels show {folder}")
 
 
 def main() -> None:

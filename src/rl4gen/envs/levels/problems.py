@@ -110,7 +110,12 @@ class Problem:
         for key, weight, low, high in terms:
             n, o = new[key], old[key]
             if n != o:  # an unchanged statistic earns nothing
-                total += weight * range_reward(n, o, low, high)
+                if low == high == INF:  # "more is better"
+                    total += weight * (n - o)
+                elif low == high == -INF:  # "less is better"
+                    total += weight * (o - n)
+                else:
+                    total += weight * range_reward(n, o, low, high)
         return total
 
     def goal(self, stats: Stats, start: Stats) -> bool:

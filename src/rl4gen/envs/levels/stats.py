@@ -92,9 +92,12 @@ def _flood(seed: int, passable: int, pitch: int) -> tuple[int, int, int]:
 def count_regions(passable: int, pitch: int) -> int:
     """Number of 4-connected regions of the cells in ``passable``."""
     regions = 0
-    while passable:
-        region, _, _ = _flood(passable & -passable, passable, pitch)
-        passable &= ~region
+    while passable:  # flood from the first cell left, removing what it reaches
+        frontier = passable & -passable
+        passable ^= frontier
+        while frontier:
+            frontier = ((frontier << 1) | (frontier >> 1) | (frontier << pitch) | (frontier >> pitch)) & passable
+            passable ^= frontier
         regions += 1
     return regions
 
