@@ -105,6 +105,8 @@ def train(
     set_ = set_ or []
 
     def go() -> None:
+        if _train_levels(config, set_, resume, progress, dry_run):
+            return
         from rl4gen.trainer import Trainer
 
         if resume is not None:
@@ -137,6 +139,41 @@ def train(
                 out.print(f"eval/{k}: {before:.4f} -> {v:.4f}" if before is not None else f"eval/{k}: {v:.4f}")
 
     _run_guarded(go)
+
+
+def _train_levels(config: str | None, sets: list[str], resume: str | None, progress: bool, dry_run: bool) -> bool:
+    """Run `rl4gen train` for a `task: levels` config (Stable-Baselines3); False for other tasks."""
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+        if saved.get("task") != "levels":
+            return False
+    elif not config and not sets:
+        return False
+    else:
+        from rl4gen.envs.levels.train import is_levels_config
+
+        if not is_levels_config(config, sets):
+            return False
+    from rl4gen.envs.levels.train import dump_levels_config, load_levels_config, train_levels
+
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
+        cfg = load_levels_config(None, sets, base=saved)
+        fixed = ("env", "algorithm", "seed", "num_envs", "crop_size", "env_args", "features_dim")
+        for key in fixed:
+            if getattr(cfg, key) != saved.get(key, getattr(cfg, key)):
+                raise ConfigError(f"config key {key!r} defines the run and cannot change on resume: start a new run instead.")
+    else:
+        cfg = load_levels_config(config, sets)
+    if dry_run:
+        sys.stdout.write(dump_levels_config(cfg))
+        return True
+    result = train_levels(cfg, run_dir=Path(resume) if resume else None, resume=resume is not None, show_progress=progress)
+    out.print(f"run folder: {result.run_dir}")
+    out.print(f"timesteps: {result.timesteps}; draw the levels with: rl4gen levels show {result.run_dir}")
+    return True
 
 
 @app.command()
