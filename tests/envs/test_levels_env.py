@@ -144,3 +144,16 @@ def test_bad_actions_and_reset_options_are_rejected() -> None:
         env.reset(options={"level": np.zeros((3, 3))})
     with pytest.raises(ValueError, match="only option is 'level'"):
         env.reset(options={"lvl": 1})
+
+
+def test_initial_levels_follow_the_problem_probabilities() -> None:
+    env = LevelEnv("zelda", "wide")
+    counts = np.zeros(8)
+    for seed in range(300):
+        obs, _ = env.reset(seed=seed)
+        counts += np.bincount(obs.ravel(), minlength=8)
+    freq = counts / counts.sum()
+    assert np.allclose(freq, env.problem.probs, atol=0.015)
+    binary = LevelEnv("binary", "wide")  # P(empty) ~ U(0, 1) per episode: mean 1/2, wide spread
+    empties = [(binary.reset(seed=s)[0] == 0).mean() for s in range(200)]
+    assert abs(np.mean(empties) - 0.5) < 0.06 and np.std(empties) > 0.2

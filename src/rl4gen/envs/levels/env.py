@@ -78,7 +78,7 @@ class LevelEnv(gym.Env[Any, Any]):
         self._cells: bytearray | memoryview = bytearray(width * height)  # the level, row-major; `_level` is a view of it
         self._level = np.frombuffer(self._cells, dtype=np.uint8).reshape(height, width)
         self._cell_bits = self.problem.grid.cell_bits
-        self._cumprobs = np.cumsum(self.problem.probs)
+        self._bounds = np.cumsum(self.problem.probs)[:-1]  # upper bounds of all tiles but the last
         self._random_probs = isinstance(self.problem, BinaryProblem) and self.problem.random_probs
         self._masks: list[int] = []
         self._stats: dict[str, float] = {}
@@ -106,18 +106,17 @@ class LevelEnv(gym.Env[Any, Any]):
         """A random level and two uniforms for the start position, from one call to ``rng``."""
         height, width = self.problem.height, self.problem.width
         draws = rng.random(height * width + 3)
-        cumprobs = self._cumprobs
+        bounds = self._bounds  # tile t where bounds[t-1] <= u < bounds[t]
         if self._random_probs:  # binary: P(empty) ~ U(0, 1) per episode, as in PCGRL
-            cumprobs = np.array([draws[-1], 1.0])
-        tiles = np.searchsorted(cumprobs, draws[: height * width], side="right")
-        level = np.minimum(tiles, self.problem.num_tiles - 1).astype(np.uint8).reshape(height, width)
-        return level, float(draws[-3]), float(draws[-2])
+            bounds = draws[-1:]
+        tiles = np.searchsorted(bounds, draws[: height * width], side="right")
+        return tiles.astype(np.uint8).reshape(height, width), float(draws[-3]), float(draws[-2])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Start from a random level, or from ``options={"level": array}``."""
         super().reset(seed=seed)
         options = options or {}
-        if set(options) - {"level"}:
+        if options and set(options) - {"level"}:
             raise ValueError(f"reset option {min(set(options) - {'level'})!r} is unknown: the only option is 'level'.")
         if "level" in options:
             level = np.asarray(options["level"])
