@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
 
+from rl4gen.envs.levels.samples import level_record, write_levels
+from rl4gen.envs.levels.train import LevelsTrainConfig, save_checkpoint
 from rl4gen.tracking import MetricsLogger
-
-if TYPE_CHECKING:
-    from rl4gen.envs.levels.train import LevelsTrainConfig
 
 __all__ = ["SB3_TO_CLEANRL", "LevelsCallback", "MetricsWriter"]
 
@@ -83,8 +82,6 @@ class LevelsCallback(BaseCallback):
                 fmt.on_dump.append(lambda step: self.write_levels())
 
     def _on_step(self) -> bool:
-        from rl4gen.envs.levels.train import save_checkpoint
-
         if self.num_timesteps - self._last_checkpoint >= self.cfg.checkpoint_every:
             save_checkpoint(self.model, self.run_dir, int(self.num_timesteps))
             self._last_checkpoint = int(self.num_timesteps)
@@ -100,8 +97,6 @@ class LevelsCallback(BaseCallback):
 
     def write_levels(self) -> None:
         """Append the latest finished levels to samples/levels.jsonl and start a new window."""
-        from rl4gen.envs.levels.samples import level_record, write_levels
-
         self._pending.extend(self.sink)
         self.sink.clear()
         keep = self._pending[-self.cfg.levels_per_log :] if self.cfg.levels_per_log else []

@@ -26,7 +26,6 @@ __all__ = [
     "Grid",
     "count_regions",
     "distance",
-    "nearest",
     "regions_and_longest_path",
     "solve_sokoban",
 ]
@@ -138,9 +137,6 @@ def distance(source: int, target: int, passable: int, pitch: int) -> int:
             return depth
         left ^= frontier
     return -1
-
-
-nearest = distance  # the nearest of several targets: the same search
 
 
 # --------------------------------------------------------------------------------------------

@@ -183,7 +183,6 @@ def train_levels(
     cfg: LevelsTrainConfig, run_dir: Path | None = None, resume: bool = False, show_progress: bool = True
 ) -> LevelsTrainResult:
     """Train (or resume) a level generator; returns the run folder and the trained model."""
-    import torch
     from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
@@ -191,7 +190,6 @@ def train_levels(
     from rl4gen.envs.levels.sb3_bridge import LevelsCallback, MetricsWriter
     from rl4gen.tracking import MetricsLogger
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     start = 0
     if resume:
         if run_dir is None:
