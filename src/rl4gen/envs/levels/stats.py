@@ -174,7 +174,8 @@ def solve_sokoban(
     Returns:
         ``(0, moves)`` with the fewest player moves that put every crate on a target, or
         ``(h, 0)`` when no solution was found within the limit, where ``h`` is the smallest
-        crate-to-target Manhattan sum among the states explored (how close it came).
+        crate-to-target Manhattan sum among the states explored (how close it came; the start's
+        when a crate starts in a non-target corner, which ends the search at once).
     """
     key = (player, crates, targets, passable, pitch, node_limit)
     cached = _SOLVER_CACHE.get(key)
@@ -212,6 +213,8 @@ def _solve(player: int, crates: int, targets: int, passable: int, pitch: int, no
         if blocked_h and blocked_v:
             dead |= low
     best = _crate_heuristic(crates, target_xy, pitch)
+    if crates & dead:  # a crate that starts in a corner can never reach a target
+        return max(best, 1), 0
     steps = (1, -1, pitch, -pitch)
     shift = passable.bit_length()
     start_index = player.bit_length() - 1
