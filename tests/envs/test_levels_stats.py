@@ -15,6 +15,7 @@ from rl4gen.envs.levels.stats import (
     distance,
     regions_and_longest_path,
     solve_sokoban,
+    update_regions,
 )
 
 
@@ -233,3 +234,39 @@ def test_problem_options_are_validated_with_one_sentence() -> None:
     with pytest.raises(ValueError, match="'probs'"):
         make_problem("sokoban", probs={"empty": 1.0})
     assert make_problem("binary", weights={"regions": 2}).weights == {"regions": 2.0, "path-length": 1.0}
+
+
+def test_incremental_region_count_matches_a_full_count_over_random_edits() -> None:
+    rng = np.random.default_rng(5)
+    for width, height in ((5, 5), (11, 7), (14, 14)):
+        grid = Grid(width, height)
+        passable = _mask(grid, rng.random((height, width)) < 0.6)
+        regions = count_regions(passable, grid.pitch)
+        decided = 0
+        for _ in range(2000):
+            cell = grid.cell_bits[int(rng.integers(width * height))]
+            passable ^= cell
+            fast = update_regions(regions, passable, cell, grid.pitch)
+            regions = count_regions(passable, grid.pitch)
+            if fast is not None:
+                decided += 1
+                assert fast == regions
+        assert decided > 1000  # the neighbourhood settles most edits
+
+
+def test_problem_region_counts_stay_exact_through_an_episode() -> None:
+    from rl4gen.envs.levels import LevelEnv
+
+    for problem in ("zelda", "sokoban"):
+        env = LevelEnv(problem, "narrow")
+        env.reset(seed=0)
+        walk = {"zelda": ("empty", "player", "key", "bat", "scorpion", "spider"),
+                "sokoban": ("empty", "player", "crate", "target")}[problem]
+        walk_ids = [env.problem.tile(t) for t in walk]
+        for action in np.random.default_rng(1).integers(0, env.action_space.n, 1500):
+            _, _, terminated, truncated, info = env.step(int(action))
+            grid = env.problem.grid
+            expected = count_regions(_mask(grid, np.isin(env.level, walk_ids)), grid.pitch)
+            assert info["regions"] == expected
+            if terminated or truncated:
+                env.reset()

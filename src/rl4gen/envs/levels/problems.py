@@ -17,6 +17,7 @@ from rl4gen.envs.levels.stats import (
     distance,
     regions_and_longest_path,
     solve_sokoban,
+    update_regions,
 )
 
 __all__ = ["PROBLEMS", "BinaryProblem", "Problem", "SokobanProblem", "ZeldaProblem", "make_problem", "range_reward"]
@@ -123,11 +124,16 @@ class Problem:
         raise NotImplementedError
 
     def _regions(self, passable: int) -> int:
-        """``count_regions`` remembering the last answer: most edits of zelda and sokoban swap
-        one walkable tile for another and leave the walkable cells as they were."""
-        if passable != self._last_passable:
+        """``count_regions``, incrementally: most edits of zelda and sokoban swap one walkable
+        tile for another (nothing to do), and when one cell changes its 3×3 neighbourhood
+        usually settles the count (``update_regions``); otherwise a full count."""
+        changed = passable ^ self._last_passable
+        if changed:
+            regions = None
+            if changed & (changed - 1) == 0 and self._last_passable >= 0:  # exactly one cell
+                regions = update_regions(self._last_regions, passable, changed, self.grid.pitch)
+            self._last_regions = count_regions(passable, self.grid.pitch) if regions is None else regions
             self._last_passable = passable
-            self._last_regions = count_regions(passable, self.grid.pitch)
         return self._last_regions
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "distance",
     "regions_and_longest_path",
     "solve_sokoban",
+    "update_regions",
 ]
 
 
@@ -99,6 +100,51 @@ def count_regions(passable: int, pitch: int) -> int:
             passable ^= frontier
         regions += 1
     return regions
+
+
+def _ring_table() -> list[int]:
+    """For each 3×3 neighbourhood (9-bit code, row-major, centre bit ignored): how many groups
+    the centre's walkable 4-neighbours form when connected only through the 8 ring cells."""
+    ring = [(0, 0), (1, 0), (2, 0), (2, 1), (2, 2), (1, 2), (0, 2), (0, 1)]  # (x, y) around the centre
+    table = []
+    for code in range(512):
+        on = {(x, y) for x, y in ring if code >> (3 * y + x) & 1}
+        groups, seen = 0, set()
+        for start in ((1, 0), (0, 1), (2, 1), (1, 2)):  # N, W, E, S
+            if start not in on or start in seen:
+                continue
+            groups += 1
+            stack = [start]
+            seen.add(start)
+            while stack:
+                x, y = stack.pop()
+                for nx, ny in ((x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)):
+                    if (nx, ny) in on and (nx, ny) not in seen:
+                        seen.add((nx, ny))
+                        stack.append((nx, ny))
+        table.append(groups)
+    return table
+
+
+_RING_GROUPS = _ring_table()
+
+
+def update_regions(regions: int, passable: int, cell: int, pitch: int) -> int | None:
+    """The region count after one ``cell`` (a single bit) was added to or removed from
+    ``passable`` (given after the change), from the cell's 3×3 neighbourhood alone; ``None`` when
+    the neighbourhood cannot tell (two or more separate neighbour groups: recount)."""
+    index = cell.bit_length() - 1
+    code = (
+        (passable >> (index - pitch - 1)) & 7
+        | ((passable >> (index - 1)) & 5) << 3
+        | ((passable >> (index + pitch - 1)) & 7) << 6
+    )
+    groups = _RING_GROUPS[code]
+    if groups >= 2:
+        return None
+    if passable & cell:  # added: a new region, or joins the one its neighbours share
+        return regions + 1 - groups
+    return regions - 1 + groups  # removed: a lone cell's region disappears, else nothing splits
 
 
 def regions_and_longest_path(passable: int, pitch: int) -> tuple[int, int]:
