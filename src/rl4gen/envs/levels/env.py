@@ -78,6 +78,11 @@ class LevelEnv(gym.Env[Any, Any]):
         self._cells: bytearray | memoryview = bytearray(width * height)  # the level, row-major; `_level` is a view of it
         self._level = np.frombuffer(self._cells, dtype=np.uint8).reshape(height, width)
         self._cell_bits = self.problem.grid.cell_bits
+        # bound once: the step loop calls them millions of times
+        self._act = self.representation.act
+        self._stats_of = self.problem.stats
+        self._reward_of = self.problem.reward
+        self._goal_of = self.problem.goal
         self._bounds = np.cumsum(self.problem.probs)[:-1]  # upper bounds of all tiles but the last
         self._random_probs = isinstance(self.problem, BinaryProblem) and self.problem.random_probs
         self._masks: list[int] = []
@@ -135,7 +140,7 @@ class LevelEnv(gym.Env[Any, Any]):
     def _start_episode(self, level: np.ndarray, u: float, v: float) -> None:
         self._level[...] = level
         self._masks = self.problem.grid.masks(level, self.problem.num_tiles)
-        self.representation.reset(u, v)
+        self.representation.reset(u, v, self.np_random)
         self._stats = self._start = self.problem.stats(self._masks)
         self._goal = self.problem.goal(self._stats, self._start)
         self._changes = 0
@@ -154,7 +159,7 @@ class LevelEnv(gym.Env[Any, Any]):
 
     def _advance(self, action: Any) -> tuple[float, bool, bool]:
         """Apply one action: (reward, terminated, truncated). The level is updated in place."""
-        index, tile = self.representation.act(action, self.np_random)
+        index, tile = self._act(action)
         self._iteration += 1
         reward = 0.0
         if tile >= 0:
@@ -166,12 +171,13 @@ class LevelEnv(gym.Env[Any, Any]):
                 masks[old] ^= bit
                 masks[tile] |= bit
                 self._changes += 1
-                new = self.problem.stats(masks)
-                reward = self.problem.reward(new, self._stats)
+                new = self._stats_of(masks)
+                reward = self._reward_of(new, self._stats)
                 self._stats = new
-                self._goal = self.problem.goal(new, self._start)
-        terminated = self._goal or self._changes >= self.max_changes
-        return reward, terminated, not terminated and self._iteration >= self.max_iterations
+                self._goal = self._goal_of(new, self._start)
+        if self._goal or self._changes >= self.max_changes:
+            return reward, True, False
+        return reward, False, self._iteration >= self.max_iterations
 
     def _info(self) -> dict[str, Any]:
         return {**self._stats, "changes": self._changes, "iterations": self._iteration}

@@ -52,6 +52,7 @@ class Problem:
     #: target range per weighted statistic
     ranges: dict[str, tuple[float, float]]
     _options: ClassVar[tuple[str, ...]] = ("width", "height", "probs", "weights")
+    _terms: list[tuple[str, float, float, float]] | None = None  # (statistic, weight, low, high)
 
     def __init__(self, **options: Any) -> None:
         for key, value in options.items():
@@ -104,7 +105,7 @@ class Problem:
 
     def reward(self, new: Stats, old: Stats) -> float:
         """``Σ_k weight_k × range_reward(new_k, old_k, low_k, high_k)``."""
-        terms = self.__dict__.get("_terms")
+        terms = self._terms
         if terms is None:
             terms = self._terms = [(k, w, *self.ranges[k]) for k, w in self.weights.items() if w]
         total = 0.0

@@ -45,12 +45,13 @@ class Representation:
             }
         )
 
-    def reset(self, u: float, v: float) -> None:
-        """Place the position from two uniform draws in [0, 1)."""
+    def reset(self, u: float, v: float, rng: np.random.Generator) -> None:
+        """Place the position from two uniform draws in [0, 1); ``rng`` serves later moves."""
         self.x = int(u * self.width)
         self.y = int(v * self.height)
+        self.rng = rng
 
-    def act(self, action: Any, rng: np.random.Generator) -> tuple[int, int]:
+    def act(self, action: Any) -> tuple[int, int]:
         raise NotImplementedError
 
     def observe(self, level: np.ndarray) -> Any:
@@ -72,14 +73,14 @@ class NarrowRepresentation(Representation):
     def action_space(self) -> spaces.Space[Any]:
         return spaces.Discrete(self.n)
 
-    def act(self, action: Any, rng: np.random.Generator) -> tuple[int, int]:
+    def act(self, action: Any) -> tuple[int, int]:
         a = int(action)
         if not 0 <= a < self.n:
             raise ValueError(f"narrow action must be in [0, {self.n}), got {action!r}.")
         index = self.y * self.width + self.x
         if self.random_tile:
-            self.x = int(rng.integers(self.width))
-            self.y = int(rng.integers(self.height))
+            self.x = int(self.rng.integers(self.width))
+            self.y = int(self.rng.integers(self.height))
         else:
             self.x += 1
             if self.x == self.width:
@@ -98,7 +99,7 @@ class TurtleRepresentation(Representation):
     def action_space(self) -> spaces.Space[Any]:
         return spaces.Discrete(self.n)
 
-    def act(self, action: Any, rng: np.random.Generator) -> tuple[int, int]:
+    def act(self, action: Any) -> tuple[int, int]:
         a = int(action)
         if not 0 <= a < self.n:
             raise ValueError(f"turtle action must be in [0, {self.n}), got {action!r}.")
@@ -119,10 +120,10 @@ class WideRepresentation(Representation):
     def observation_space(self) -> spaces.Space[Any]:
         return self.map_space
 
-    def reset(self, u: float, v: float) -> None:
+    def reset(self, u: float, v: float, rng: np.random.Generator) -> None:
         pass
 
-    def act(self, action: Any, rng: np.random.Generator) -> tuple[int, int]:
+    def act(self, action: Any) -> tuple[int, int]:
         x, y, tile = (int(v) for v in action)
         if not (0 <= x < self.width and 0 <= y < self.height and 0 <= tile < self.num_tiles):
             raise ValueError(

@@ -52,6 +52,7 @@ class LevelVectorEnv(VectorEnv[Any, Any, Any]):
             env._cells = view[i * height * width : (i + 1) * height * width]
             env._level = self._levels[i]
         self._with_pos = first.representation.position is not None
+        self._advance = [env._advance for env in self.envs]
         self._autoreset = np.zeros(num_envs, dtype=bool)
 
     @property
@@ -85,12 +86,16 @@ class LevelVectorEnv(VectorEnv[Any, Any, Any]):
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         ended: list[int] = []
+        actions = np.asarray(actions).tolist()
+        if len(actions) != n:
+            raise ValueError(f"step needs one action per environment ({n}), got {len(actions)}.")
         autoreset = self._autoreset.tolist()
-        for i, (env, action) in enumerate(zip(self.envs, np.asarray(actions).tolist(), strict=True)):
+        advance = self._advance
+        for i in range(n):
             if autoreset[i]:
-                env._autoreset()
+                self.envs[i]._autoreset()
                 continue
-            reward, term, trunc = env._advance(action)
+            reward, term, trunc = advance[i](actions[i])
             if reward:
                 rewards[i] = reward
             if term or trunc:
