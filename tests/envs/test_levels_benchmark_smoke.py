@@ -21,7 +21,8 @@ def test_levels_speed_tiny_prints_ratios(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert set(report["steps_per_s"]) == {"sokoban-narrow", "sokoban-wide", "binary-narrow", "binary-wide"}
     assert all(v > 0 for r in report["steps_per_s"].values() for v in r.values())
-    assert set(report["ratios"]) == {"sokoban-narrow", "binary-narrow"}
+    assert set(report["ratios"]) == set(report["cpu_ratios"]) == {"sokoban-narrow", "binary-narrow"}
+    assert all(v > 0 for r in report["cpu_steps_per_s"].values() for v in r.values())
     assert any(line.startswith("ratio vs gym-pcgrl sokoban-narrow") for line in proc.stdout.splitlines())
 
 
