@@ -70,7 +70,6 @@ class LevelEnv(gym.Env[Any, Any]):
             raise ValueError(f"max_iterations must be a positive integer, got {max_iterations!r}.")
         self.max_iterations = max_iterations
         self.render_mode = render_mode
-        self.spec_name = f"{problem}-{representation}"
 
         self.action_space = self.representation.action_space()
         self.observation_space = self.representation.observation_space()
