@@ -14,8 +14,8 @@ from rl4gen.envs.levels.render import parse_level
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_check_env_passes(env_id: str) -> None:
-    env = gym.make(env_id)
-    check_env(env.unwrapped, skip_render_check=True)
+    env = gym.make(env_id, render_mode="rgb_array")
+    check_env(env.unwrapped)  # render check included
     assert env.spec is not None and env.spec.id == env_id
 
 
