@@ -1,4 +1,4 @@
-"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo.
+"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo, levels.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -105,6 +105,8 @@ def train(
     set_ = set_ or []
 
     def go() -> None:
+        if _train_levels(config, set_, resume, progress, dry_run):
+            return
         from rl4gen.trainer import Trainer
 
         if resume is not None:
@@ -148,6 +150,41 @@ def _print_result(result: Any) -> None:
     for k, v in result.final_eval.items():
         before = result.initial_eval.get(k)
         out.print(f"eval/{k}: {before:.4f} -> {v:.4f}" if before is not None else f"eval/{k}: {v:.4f}")
+
+
+def _train_levels(config: str | None, sets: list[str], resume: str | None, progress: bool, dry_run: bool) -> bool:
+    """Run `rl4gen train` for a `task: levels` config (Stable-Baselines3); False for other tasks."""
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+        if saved.get("task") != "levels":
+            return False
+    elif not config and not sets:
+        return False
+    else:
+        from rl4gen.envs.levels.train import is_levels_config
+
+        if not is_levels_config(config, sets):
+            return False
+    from rl4gen.envs.levels.train import dump_levels_config, load_levels_config, train_levels
+
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
+        cfg = load_levels_config(None, sets, base=saved)
+        fixed = ("env", "algorithm", "seed", "num_envs", "crop_size", "env_args", "features_dim")
+        for key in fixed:
+            if getattr(cfg, key) != saved.get(key, getattr(cfg, key)):
+                raise ConfigError(f"config key {key!r} defines the run and cannot change on resume: start a new run instead.")
+    else:
+        cfg = load_levels_config(config, sets)
+    if dry_run:
+        sys.stdout.write(dump_levels_config(cfg))
+        return True
+    result = train_levels(cfg, run_dir=Path(resume) if resume else None, resume=resume is not None, show_progress=progress)
+    out.print(f"run folder: {result.run_dir}")
+    out.print(f"timesteps: {result.timesteps}; draw the levels with: rl4gen levels show {result.run_dir}")
+    return True
 
 
 @app.command()
@@ -267,6 +304,46 @@ def demo(
         run_demo(task, output_dir=output_dir, sets=set_, show_progress=progress, console=out, log=lambda m: err.print(m))
 
     _run_guarded(go)
+
+
+levels_app = typer.Typer(help="Game levels (PCGRL environments): sample and draw generated levels.", no_args_is_help=True)
+app.add_typer(levels_app, name="levels")
+
+
+@levels_app.command("show")
+def levels_show(
+    run_dir: Annotated[str, typer.Argument(help="Run folder (with samples/levels.jsonl) or a levels .jsonl file.")],
+    out_path: Annotated[str | None, typer.Option("--out", help="PNG to write (default: samples/levels.png).")] = None,
+    num: Annotated[int, typer.Option(help="How many of the latest levels to draw.")] = 16,
+    columns: Annotated[int | None, typer.Option(help="Levels per row (default: about square).")] = None,
+    tile_size: Annotated[int, typer.Option(help="Pixels per tile.")] = 16,
+) -> None:
+    """Draw a run's latest generated levels as a grid PNG."""
+    from rl4gen.envs.levels.samples import show_levels
+
+    try:
+        path, count = show_levels(run_dir, out_path, num=num, columns=columns, tile_size=tile_size)
+    except ValueError as exc:
+        fail(str(exc))
+    out.print(f"{count} levels -> {path}")
+
+
+@levels_app.command("sample")
+def levels_sample(
+    env: Annotated[str, typer.Argument(help="Environment, e.g. zelda-narrow or rl4gen/zelda-narrow-v0.")],
+    episodes: Annotated[int, typer.Option(help="Episodes to play.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode (then seed + 1, ...).")] = 0,
+    run_dir: Annotated[str | None, typer.Option("--run-dir", help="Folder to write samples/levels.jsonl into.")] = None,
+) -> None:
+    """Play episodes with random actions and record the final levels (a baseline to compare with)."""
+    from rl4gen.envs.levels.samples import sample_levels
+
+    try:
+        folder, goals = sample_levels(env, episodes, seed=seed, run_dir=run_dir)
+    except ValueError as exc:
+        fail(str(exc))
+    out.print(f"{episodes} levels ({goals} reached the goal) -> {folder}")
+    out.print(f"draw them with: rl4gen levels show {folder}")
 
 
 def main() -> None:

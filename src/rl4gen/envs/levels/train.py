@@ -1,0 +1,260 @@
+"""Training level generators with Stable-Baselines3 (PPO by default; A2C and DQN).
+
+``rl4gen train configs/levels/binary-narrow.yaml`` lands here when the config says
+``task: levels``. The run folder is the same as for generative tasks: ``config.yaml``,
+``metrics.jsonl`` and ``tensorboard/`` (through ``MetricsLogger``), ``samples/levels.jsonl``
+(every finished episode's level, at most ``levels_per_log`` per record), ``checkpoints/step_N/``
+and ``model.zip``.
+
+Metric keys are CleanRL's (``docs/metrics.md``), translated from SB3's logger:
+``charts/episodic_return`` and ``charts/episodic_length`` (SB3's mean over the last 100
+episodes), ``charts/SPS``, ``charts/learning_rate``, ``losses/policy_loss``, ``losses/value_loss``,
+``losses/entropy``, ``losses/approx_kl`` (SB3's k3 estimate), ``losses/clipfrac``,
+``losses/explained_variance``, ``losses/td_loss`` (DQN), ``charts/epsilon`` (DQN), plus
+``levels/goal_rate`` and ``levels/changes`` over the episodes finished since the last record.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from rl4gen.config import ConfigError, Strict, deep_merge, parse_set, read_yaml
+from rl4gen.envs.levels.problems import PROBLEMS
+from rl4gen.envs.levels.representations import REPRESENTATIONS
+
+__all__ = ["LevelsTrainConfig", "LevelsTrainResult", "load_levels_config", "train_levels"]
+
+ENV_NAMES = tuple(f"{p}-{r}" for p in PROBLEMS for r in REPRESENTATIONS)
+
+
+class LevelsTrainConfig(Strict):
+    task: Literal["levels"] = "levels"
+    """Marks a level-generation run (dispatches `rl4gen train` here)."""
+    env: str = "binary-narrow"
+    """Environment as problem-representation, e.g. zelda-narrow (see docs/tasks/levels.md)."""
+    algorithm: Literal["ppo", "a2c", "dqn"] = "ppo"
+    """Stable-Baselines3 algorithm; dqn needs a Discrete action space (narrow or turtle)."""
+    seed: int = 0
+    """Seeds SB3 (torch, numpy) and the environments (environment i gets seed + i)."""
+    total_timesteps: int = Field(100_000, ge=1)
+    """Environment steps over all environments."""
+    num_envs: int = Field(8, ge=1)
+    """Environments stepped together (SB3 DummyVecEnv)."""
+    env_args: dict[str, Any] = Field(default_factory=dict)
+    """LevelEnv options: change_percentage, max_iterations, random_tile, problem_options."""
+    crop_size: int | None = Field(None, ge=1)
+    """Egocentric crop for narrow/turtle; null = 2 × max(width, height), the whole map."""
+    algorithm_args: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the SB3 constructor: learning_rate, n_steps, batch_size, gamma, gae_lambda,
+    clip_range, ent_coef, ... (SB3's names; unknown names are rejected at load)."""
+    features_dim: int = Field(256, ge=1)
+    """Width of the CNN's output (the policy and value heads sit on top)."""
+    log_interval: int = Field(1, ge=1)
+    """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
+    checkpoint_every: int = Field(20_000, ge=1)
+    """Timesteps between checkpoints (rounded up to SB3's update boundaries)."""
+    levels_per_log: int = Field(8, ge=0)
+    """Finished levels written to samples/levels.jsonl per metrics record."""
+    output_dir: str = "runs"
+    """Folder for run folders."""
+    run_name: str | None = None
+    """Run folder name; default levels-{env}__{algorithm}__{seed}__{timestamp}."""
+    device: str = "cpu"
+    """Torch device for the policy."""
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        if value not in ENV_NAMES:
+            close = difflib.get_close_matches(value, ENV_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown level environment{hint}: use one of {', '.join(ENV_NAMES)}")
+        return value
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc, list(LevelsTrainConfig.model_fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"unknown config key {loc!r}{hint}: remove it or fix its spelling.")
+    return ConfigError(f"config key {loc!r} has an invalid value {err.get('input')!r}: {msg[:1].lower() + msg[1:]}.")
+
+
+def _algorithm_class(name: str) -> Any:
+    from stable_baselines3 import A2C, DQN, PPO
+
+    return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[name]
+
+
+def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
+    """Build the config; one sentence naming the key on any problem."""
+    try:
+        cfg = LevelsTrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    accepted = set(inspect.signature(_algorithm_class(cfg.algorithm).__init__).parameters)
+    reserved = {"policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"}
+    for key in cfg.algorithm_args:
+        if key not in accepted or key in reserved:
+            close = difflib.get_close_matches(key, sorted(accepted - reserved), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config key 'algorithm_args.{key}' is not an option of {cfg.algorithm}{hint}: remove it.")
+    if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
+        raise ConfigError("algorithm 'dqn' needs a Discrete action space: use a narrow or turtle env, or ppo/a2c for wide.")
+    env_keys = {"change_percentage", "max_iterations", "random_tile", "problem_options"}
+    for key in cfg.env_args:
+        if key not in env_keys:
+            raise ConfigError(f"config key 'env_args.{key}' is not a level environment option: use {', '.join(sorted(env_keys))}.")
+    try:
+        _make_env(cfg, 0, None).close()
+    except ValueError as exc:
+        raise ConfigError(f"config key 'env_args' is invalid: {exc}") from None
+    return cfg
+
+
+def load_levels_config(path: str | Path | None, sets: list[str], base: dict[str, Any] | None = None) -> LevelsTrainConfig:
+    """YAML file (or ``base``) ← ``--set`` overrides, validated."""
+    data = dict(base) if base is not None else (read_yaml(path) if path else {})
+    for item in sets:
+        data = deep_merge(data, parse_set(item))
+    return validate_levels_config(data)
+
+
+def is_levels_config(path: str | Path | None, sets: list[str]) -> bool:
+    """Whether a `rl4gen train` invocation describes a level-generation run."""
+    for item in sets:
+        if item.replace(" ", "").startswith("task="):
+            return item.split("=", 1)[1].strip() == "levels"
+    if path is None:
+        return False
+    data = read_yaml(path)
+    return isinstance(data, dict) and data.get("task") == "levels"
+
+
+def dump_levels_config(cfg: LevelsTrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _make_env(cfg: LevelsTrainConfig, rank: int, sink: list[Any] | None) -> gym.Env[Any, Any]:
+    import rl4gen.envs  # noqa: F401
+    from rl4gen.envs.levels.wrappers import RecordLevels, policy_observation
+
+    env: gym.Env[Any, Any] = gym.make(f"rl4gen/{cfg.env}-v0", **cfg.env_args)
+    if sink is not None:
+        env = RecordLevels(env, sink)
+    return policy_observation(env, cfg.crop_size)
+
+
+class LevelsTrainResult:
+    def __init__(self, run_dir: Path, timesteps: int, model: Any) -> None:
+        self.run_dir, self.timesteps, self.model = run_dir, timesteps, model
+
+
+def _latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    found = []
+    for path in (run_dir / "checkpoints").glob("step_*"):
+        if (path / "model.zip").is_file() and (path / "state.json").is_file():
+            found.append((json.loads((path / "state.json").read_text())["timesteps"], path))
+    if not found:
+        return None
+    timesteps, path = max(found)
+    return path, timesteps
+
+
+def train_levels(
+    cfg: LevelsTrainConfig, run_dir: Path | None = None, resume: bool = False, show_progress: bool = True
+) -> LevelsTrainResult:
+    """Train (or resume) a level generator; returns the run folder and the trained model."""
+    from stable_baselines3.common.logger import Logger
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from rl4gen.envs.levels.networks import LevelCNN
+    from rl4gen.envs.levels.sb3_bridge import LevelsCallback, MetricsWriter
+    from rl4gen.tracking import MetricsLogger
+
+    start = 0
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs the run folder")
+        latest = _latest_checkpoint(run_dir)
+        if latest is None:
+            raise ConfigError(f"run folder {str(run_dir)!r} has no complete checkpoint to resume from.")
+        checkpoint, start = latest
+    else:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = run_dir or Path(cfg.output_dir) / (cfg.run_name or f"levels-{cfg.env}__{cfg.algorithm}__{cfg.seed}__{stamp}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_levels_config(cfg))
+
+    sink: list[tuple[np.ndarray, dict[str, Any]]] = []
+    env_seed = cfg.seed + start  # a resumed run starts fresh episodes from new seeds
+    venv = VecMonitor(DummyVecEnv([functools.partial(_make_env, cfg, i, sink) for i in range(cfg.num_envs)]))
+    venv.seed(env_seed)
+    algo = _algorithm_class(cfg.algorithm)
+    if resume:
+        model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
+    else:
+        policy_kwargs = {
+            "features_extractor_class": LevelCNN,
+            "features_extractor_kwargs": {"features_dim": cfg.features_dim},
+            "normalize_images": False,
+        }
+        model = algo("MlpPolicy", venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
+
+    metrics = MetricsLogger(run_dir, cfg.total_timesteps, start_step=start, show_progress=show_progress)
+    writer = MetricsWriter(metrics, cfg.algorithm)
+    model.set_logger(Logger(folder=None, output_formats=[writer]))
+    callback = LevelsCallback(cfg, run_dir, metrics, sink)
+    try:
+        remaining = max(cfg.total_timesteps - start, 0)
+        if remaining:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callback,
+                log_interval=cfg.log_interval,
+                reset_num_timesteps=not resume,
+                progress_bar=False,
+            )
+            if writer.last_step < model.num_timesteps:  # e.g. dqn: what was recorded since the last record
+                model.logger.dump(step=int(model.num_timesteps))
+        callback.write_levels()
+        save_checkpoint(model, run_dir, int(model.num_timesteps))
+        model.save(run_dir / "model.tmp.zip")
+        (run_dir / "model.tmp.zip").replace(run_dir / "model.zip")
+    finally:
+        metrics.close()
+        venv.close()
+    return LevelsTrainResult(run_dir, int(model.num_timesteps), model)
+
+
+def save_checkpoint(model: Any, run_dir: Path, timesteps: int) -> Path:
+    """``checkpoints/step_N/`` with ``model.zip`` (weights, optimizer, schedules) and
+    ``state.json``, written to a temporary folder and renamed."""
+    final = run_dir / "checkpoints" / f"step_{timesteps}"
+    if final.exists():
+        return final
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / "model.zip")
+    (tmp / "state.json").write_text(json.dumps({"timesteps": timesteps}))
+    tmp.replace(final)
+    return final

@@ -1,0 +1,96 @@
+"""Observation wrappers for policy networks, and a recorder of finished levels.
+
+- ``CropOneHotObservation`` (narrow, turtle): the map one-hot encoded and cropped around the
+  position to edit, as PCGRL's agents see it: ``Box(0, 1, (T, crop, crop), uint8)``, channels
+  first, with cells outside the map shown as the border tile (solid). The default crop,
+  ``2 × max(W, H)``, always holds the whole map (PCGRL: 28 binary, 22 zelda, 10 sokoban).
+- ``OneHotObservation`` (wide): the whole map one-hot, ``Box(0, 1, (T, H, W), uint8)``.
+- ``RecordLevels``: appends each finished episode's level, statistics and goal to a list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["CropOneHotObservation", "OneHotObservation", "RecordLevels"]
+
+
+def _core(env: gym.Env[Any, Any]) -> Any:
+    from rl4gen.envs.levels.env import LevelEnv
+
+    core = env.unwrapped
+    if not isinstance(core, LevelEnv):
+        raise TypeError(f"this wrapper needs a level environment (rl4gen/...-v0), got {type(core).__name__}.")
+    return core
+
+
+class CropOneHotObservation(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.RecordConstructorArgs):
+    """Egocentric one-hot crop ``(T, crop, crop)`` around ``obs["pos"]`` (narrow and turtle)."""
+
+    def __init__(self, env: gym.Env[Any, Any], crop_size: int | None = None, border_tile: str = "solid") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, crop_size=crop_size, border_tile=border_tile)
+        gym.ObservationWrapper.__init__(self, env)
+        core = _core(env)
+        if core.representation.position is None:
+            raise ValueError("CropOneHotObservation needs a narrow or turtle representation: use OneHotObservation for wide.")
+        problem = core.problem
+        crop_size = crop_size or 2 * max(problem.width, problem.height)
+        if not isinstance(crop_size, int) or crop_size < 1:
+            raise ValueError(f"crop_size must be a positive integer, got {crop_size!r}.")
+        self.crop_size = crop_size
+        self.num_tiles = problem.num_tiles
+        self._half = crop_size // 2
+        h, w = problem.height, problem.width
+        self._padded = np.full((h + crop_size, w + crop_size), problem.tile(border_tile), dtype=np.uint8)
+        self._eye = np.eye(self.num_tiles, dtype=np.uint8)
+        self.observation_space = spaces.Box(0, 1, (self.num_tiles, crop_size, crop_size), dtype=np.uint8)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        level, (x, y) = observation["map"], observation["pos"]
+        h, w = level.shape
+        half = self._half
+        self._padded[half : half + h, half : half + w] = level
+        crop = self._padded[y : y + self.crop_size, x : x + self.crop_size]  # centred on (x, y)
+        return np.ascontiguousarray(self._eye[crop].transpose(2, 0, 1))  # (T, crop, crop)
+
+
+class OneHotObservation(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.RecordConstructorArgs):
+    """The whole map one-hot, ``(T, H, W)`` (wide)."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        problem = _core(env).problem
+        self.num_tiles = problem.num_tiles
+        self._eye = np.eye(self.num_tiles, dtype=np.uint8)
+        self.observation_space = spaces.Box(0, 1, (self.num_tiles, problem.height, problem.width), dtype=np.uint8)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        level = observation["map"] if isinstance(observation, dict) else observation
+        return np.ascontiguousarray(self._eye[level].transpose(2, 0, 1))
+
+
+class RecordLevels(gym.Wrapper[Any, Any, Any, Any]):
+    """Appends ``(level, info)`` for every finished episode to ``sink``."""
+
+    def __init__(self, env: gym.Env[Any, Any], sink: list[tuple[np.ndarray, dict[str, Any]]]) -> None:
+        super().__init__(env)
+        self._core = _core(env)
+        self.sink = sink
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self.sink.append((self._core.level, dict(info)))
+        return obs, reward, terminated, truncated, info
+
+
+def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None) -> gym.Env[Any, Any]:
+    """The observation wrapper a policy network needs: a crop for narrow/turtle, one-hot for wide."""
+    if _core(env).representation.position is None:
+        return OneHotObservation(env)
+    return CropOneHotObservation(env, crop_size)

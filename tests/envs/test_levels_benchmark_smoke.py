@@ -1,0 +1,34 @@
+"""The level speed benchmark runs end to end on a tiny setting (not a timed test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_levels_speed_tiny_prints_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_speed.py"), "--tiny", "--problems", "sokoban,binary",
+         "--representations", "narrow,wide", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["steps_per_s"]) == {"sokoban-narrow", "sokoban-wide", "binary-narrow", "binary-wide"}
+    assert all(v > 0 for r in report["steps_per_s"].values() for v in r.values())
+    assert set(report["ratios"]) == set(report["cpu_ratios"]) == {"sokoban-narrow", "binary-narrow"}
+    assert all(v > 0 for r in report["cpu_steps_per_s"].values() for v in r.values())
+    assert any(line.startswith("ratio vs gym-pcgrl sokoban-narrow") for line in proc.stdout.splitlines())
+
+
+def test_levels_speed_rejects_an_unknown_problem() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_speed.py"), "--problems", "mario"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2 and "unknown problem 'mario'" in proc.stderr
