@@ -1,4 +1,4 @@
-"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo.
+"""The ``rl4gen`` command line: train, sft, dpo, pretrain, sample, eval, demo, data.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -254,6 +254,56 @@ def demo(
         from rl4gen.demo import run_demo
 
         run_demo(task, output_dir=output_dir, sets=set_, show_progress=progress, console=out, log=lambda m: err.print(m))
+
+    _run_guarded(go)
+
+
+data_app = typer.Typer(help="Check data files and generate synthetic ones (see docs/data.md).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DATA_FORMATS = ("preferences", "ratings", "sft")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in DATA_FORMATS:
+        raise ConfigError(f"unknown data format {fmt!r}: use preferences, ratings or sft.")
+
+
+@data_app.command("check")
+def data_check(
+    file: Annotated[str, typer.Argument(help="JSONL file to validate.")],
+    format_: Annotated[str, typer.Option("--format", help="preferences, ratings or sft.")] = "preferences",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad lines instead of stopping at the first.")] = False,
+) -> None:
+    """Validate every line of a data file; the first bad line is reported with its line number."""
+
+    def go() -> None:
+        from rl4gen.data.preferences import LOADERS
+
+        _check_format(format_)
+        loaded = LOADERS[format_](file, skip_invalid=skip_invalid)
+        for message in loaded.skipped:
+            err.print(f"[yellow]skipped[/] {escape(message)}", soft_wrap=True)
+        out.print(f"{file}: {len(loaded)} valid {format_} records, {len(loaded.skipped)} invalid lines")
+
+    _run_guarded(go)
+
+
+@data_app.command("arithmetic")
+def data_arithmetic(
+    output: Annotated[str, typer.Argument(help="JSONL file to write.")],
+    format_: Annotated[str, typer.Option("--format", help="preferences, ratings or sft.")] = "preferences",
+    num: Annotated[int, typer.Option(min=1, help="Records to write.")] = 512,
+    seed: int = 0,
+) -> None:
+    """Write synthetic arithmetic data (correct answers preferred over one-digit near misses)."""
+
+    def go() -> None:
+        from rl4gen.data.synthetic import arithmetic_records, write_jsonl
+
+        _check_format(format_)
+        path = write_jsonl(arithmetic_records(format_, num, seed), output)  # type: ignore[arg-type]
+        out.print(f"wrote {num} {format_} records to {path}")
 
     _run_guarded(go)
 
