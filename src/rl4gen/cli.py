@@ -258,6 +258,51 @@ def demo(
     _run_guarded(go)
 
 
+def _offline_command(command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool) -> None:
+    """Shared body of ``rl4gen sft`` and ``rl4gen dpo``: load, validate, train, report."""
+    from rl4gen.offline import dump_offline_config, load_offline_config
+
+    if command == "dpo":
+        from rl4gen.algorithms.dpo import DPOConfig as cls
+        from rl4gen.algorithms.dpo import train_dpo as run
+    else:
+        from rl4gen.algorithms.sft import SFTConfig as cls  # type: ignore[assignment]
+        from rl4gen.algorithms.sft import train_sft as run  # type: ignore[assignment]
+    if config is None:
+        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} configs/{command}-arithmetic.yaml`.")
+    cfg = load_offline_config(cls, config, sets)
+    if dry_run:
+        sys.stdout.write(dump_offline_config(cfg))
+        return
+    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m)))  # type: ignore[arg-type]
+    out.print(f"run folder: {result.run_dir}")
+    for k, v in result.final_eval.items():
+        before = result.initial_eval.get(k)
+        out.print(f"{k}: {before:.4f} -> {v:.4f}" if before is not None else f"{k}: {v:.4f}")
+
+
+@app.command()
+def dpo(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/dpo-*.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set beta=0.05")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Direct preference optimisation (DPO or IPO) on pairwise preferences."""
+    _run_guarded(lambda: _offline_command("dpo", config, set_ or [], progress, dry_run))
+
+
+@app.command()
+def sft(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/sft-*.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set learning_rate=1e-4")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Supervised fine-tuning with the loss on completion tokens only."""
+    _run_guarded(lambda: _offline_command("sft", config, set_ or [], progress, dry_run))
+
+
 data_app = typer.Typer(help="Check data files and generate synthetic ones (see docs/data.md).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
