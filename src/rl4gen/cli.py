@@ -260,21 +260,19 @@ def demo(
 
 def _offline_command(command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool) -> None:
     """Shared body of ``rl4gen sft`` and ``rl4gen dpo``: load, validate, train, report."""
+    import importlib
+
     from rl4gen.offline import dump_offline_config, load_offline_config
 
-    if command == "dpo":
-        from rl4gen.algorithms.dpo import DPOConfig as cls
-        from rl4gen.algorithms.dpo import train_dpo as run
-    else:
-        from rl4gen.algorithms.sft import SFTConfig as cls  # type: ignore[assignment]
-        from rl4gen.algorithms.sft import train_sft as run  # type: ignore[assignment]
+    module = importlib.import_module(f"rl4gen.algorithms.{command}")  # dpo.py, sft.py
+    cls, run = getattr(module, f"{command.upper()}Config"), getattr(module, f"train_{command}")
     if config is None:
         raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} configs/{command}-arithmetic.yaml`.")
     cfg = load_offline_config(cls, config, sets)
     if dry_run:
         sys.stdout.write(dump_offline_config(cfg))
         return
-    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m)))  # type: ignore[arg-type]
+    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m)))
     out.print(f"run folder: {result.run_dir}")
     for k, v in result.final_eval.items():
         before = result.initial_eval.get(k)

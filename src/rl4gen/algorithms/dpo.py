@@ -63,9 +63,11 @@ class PairData:
     """Tokenised pairs and their reference log-probs (B,) for chosen and rejected."""
 
     def __init__(self, pairs: Sequence[PreferencePair], tokenizer: object, config: DPOConfig) -> None:
-        enc = lambda c: encode_example(tokenizer, c[0], c[1], config.append_eos, config.max_length)  # noqa: E731
-        self.chosen: list[Encoded] = [enc((p.prompt, p.chosen)) for p in pairs]
-        self.rejected: list[Encoded] = [enc((p.prompt, p.rejected)) for p in pairs]
+        def enc(prompt: str, completion: str) -> Encoded:
+            return encode_example(tokenizer, prompt, completion, config.append_eos, config.max_length)
+
+        self.chosen: list[Encoded] = [enc(p.prompt, p.chosen) for p in pairs]
+        self.rejected: list[Encoded] = [enc(p.prompt, p.rejected) for p in pairs]
         self.ref_chosen = torch.zeros(len(pairs))
         self.ref_rejected = torch.zeros(len(pairs))
 
