@@ -267,7 +267,7 @@ def _offline_command(command: str, config: str | None, sets: list[str], progress
     module = importlib.import_module(f"rl4gen.algorithms.{command}")  # dpo.py, sft.py
     cls, run = getattr(module, f"{command.upper()}Config"), getattr(module, f"train_{command}")
     if config is None:
-        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} configs/{command}-arithmetic.yaml`.")
+        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} configs/arithmetic-{command}.yaml`.")
     cfg = load_offline_config(cls, config, sets)
     if dry_run:
         sys.stdout.write(dump_offline_config(cfg))

@@ -185,9 +185,10 @@ def sequence_logps(
 # --------------------------------------------------------------------------------- the loop
 
 
-MicroLoss = Callable[[list[int], int], tuple[Tensor, dict[str, float]]]
-"""``(micro-batch indices, examples in the whole step) -> (loss, metric contributions)``: both
-already divided by the step's totals, so that they sum over micro-batches to the step's values."""
+MicroLoss = Callable[[list[int], list[int]], tuple[Tensor, dict[str, float]]]
+"""``(micro-batch indices, the whole step's indices) -> (loss, metric contributions)``: both
+already divided by the step's totals, so that they sum over micro-batches to the step's values.
+A ``num_tokens`` entry is this micro-batch's token count instead; the loop logs the running total."""
 
 
 @dataclass
@@ -302,7 +303,7 @@ class OfflineTrainer:
         loss_total = 0.0
         for start in range(0, len(indices), cfg.per_device_train_batch_size):
             micro = indices[start : start + cfg.per_device_train_batch_size]
-            loss, metrics = self.micro_loss(micro, len(indices))
+            loss, metrics = self.micro_loss(micro, indices)
             loss.backward()
             loss_total += float(loss.detach().item())
             for key, value in metrics.items():
@@ -326,6 +327,9 @@ class OfflineTrainer:
                     f"(last loss {loss_total}, grad norm {grad_norm}): lower learning_rate or check the data."
                 )
         self.optimizer.zero_grad(set_to_none=True)
+        if "num_tokens" in sums:
+            self.num_tokens += sums["num_tokens"]
+            sums["num_tokens"] = self.num_tokens
         return {"loss": loss_total, **sums, "grad_norm": grad_norm, "learning_rate": lr}
 
     def _eval(self) -> dict[str, float]:
@@ -343,6 +347,7 @@ class OfflineTrainer:
         logger = MetricsLogger(self.run_dir, self.total_steps, show_progress=self.show_progress)
         self.skipped_steps = 0
         self._consecutive_skips = 0
+        self.num_tokens = 0.0
         history: list[dict[str, float]] = []
         try:
             initial = self._eval()

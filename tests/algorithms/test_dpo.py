@@ -201,5 +201,5 @@ def test_cli_dry_run_prints_the_resolved_config(tiny_model_dir: Path, tmp_path: 
 
 def test_shipped_recipe_validates() -> None:
     repo = Path(__file__).resolve().parents[2]
-    cfg = load_offline_config(DPOConfig, str(repo / "configs" / "dpo-arithmetic.yaml"), [])
+    cfg = load_offline_config(DPOConfig, str(repo / "configs" / "arithmetic-dpo.yaml"), [])
     assert cfg.task == "arithmetic" and cfg.model.path is None

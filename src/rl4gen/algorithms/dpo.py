@@ -9,7 +9,8 @@ that pass. Log-probs are summed over completion tokens (prompt tokens masked); I
 over the completion's tokens, as the paper and TRL do.
 
 Metrics follow TRL: ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
-``rewards/margins``, ``logps/chosen``, ``logps/rejected``, ``loss``.
+``rewards/margins``, ``logps/chosen``, ``logps/rejected``, ``loss``, and ``num_tokens`` (prompt +
+completion tokens of both completions, cumulative).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class DPO:
             "logps/rejected": r.detach(),
         }
         metrics = {k: float(v.sum()) / denominator for k, v in values.items()}
+        metrics["num_tokens"] = float(sum(len(data.chosen[i].ids) + len(data.rejected[i].ids) for i in idx))
         return out.losses.sum() / denominator, metrics
 
     def evaluate(self, data: PairData) -> dict[str, float]:
@@ -133,6 +135,7 @@ class DPO:
         for start in range(0, len(data), step):
             idx = list(range(start, min(start + step, len(data))))
             loss, metrics = self.loss(data, idx, len(data))
+            metrics.pop("num_tokens")
             for k, v in {"loss": float(loss), **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + v
         return totals
@@ -168,7 +171,7 @@ def train_dpo(
         "dpo",
         policy,
         len(train_data),
-        lambda idx, n: dpo.loss(train_data, idx, n),
+        lambda idx, step: dpo.loss(train_data, idx, len(step)),
         evaluate=evaluate if (task_eval is not None or eval_data is not None) else None,
         info={
             "train_pairs": len(train),
