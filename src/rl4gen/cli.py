@@ -223,9 +223,14 @@ def evaluate(
         task_name, task_args, gen = task, {}, None
         run_cfg = Path(model) / "config.yaml"
         if run_cfg.is_file():
-            cfg = validate_config(read_yaml(run_cfg))
-            task_name = task_name or cfg.task
-            task_args, gen = cfg.task_args, cfg.generation
+            saved = read_yaml(run_cfg)
+            if "data" in saved:  # a run of rl4gen sft / dpo: its task (if any), default generation
+                task_name = task_name or saved.get("task")
+                task_args = saved.get("task_args") or {}
+            else:
+                cfg = validate_config(saved)
+                task_name = task_name or cfg.task
+                task_args, gen = cfg.task_args, cfg.generation
         if task_name is None:
             raise ConfigError("no task given: pass --task arithmetic (or a run folder, which knows its task).")
         t = get_task(task_name, task_args)

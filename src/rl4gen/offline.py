@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 import yaml
@@ -42,6 +42,8 @@ class DataConfig(Strict):
     """JSONL training data in the command's format (see docs/data.md)."""
     eval_file: str | None = None
     """Optional held-out JSONL in the same format; its metrics are logged as eval/..."""
+    eval_fraction: float = Field(0.0, ge=0, lt=1)
+    """Hold out this fraction of train_file (chosen by seed) when no eval_file is given."""
     skip_invalid: bool = False
     """Leave malformed lines out (and count them) instead of stopping at the first one."""
 
@@ -206,32 +208,70 @@ def _mix(*parts: int) -> int:
     return _mix_seed(*parts)
 
 
+def resolve_model_path(config: OfflineConfig, log: Callable[[str], None]) -> str:
+    """``model.path``, else the task's cached prior (built when missing)."""
+    if config.model.path is not None:
+        return config.model.path
+    if config.task is None:
+        raise ConfigError(
+            "config key 'model.path' is required: set it to a model folder (or set task to use the task's prior)."
+        )
+    if config.task == "prompts":
+        raise ConfigError("the prompts task has no prior of its own: set model.path to a model folder.")
+    from rl4gen.tasks import get_task
+
+    return str(get_task(config.task, config.task_args).pretrain(log=log))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_policy(config: OfflineConfig, log: Callable[[str], None]) -> CausalLMPolicy:
-    """The model to train: ``model.path``, else the task's cached prior (built when missing)."""
+    """The causal LM to train (``model.path`` or the task's prior), on the GPU when there is one."""
     from accelerate.utils import set_seed
 
-    set_seed(config.seed)  # a fresh LoRA adapter starts the same for the same seed
     from rl4gen.config import GenerationConfig
 
+    set_seed(config.seed)  # a fresh LoRA adapter starts the same for the same seed
     generation = None
     if config.task is not None:
         from rl4gen.tasks import get_task
 
         task = get_task(config.task, config.task_args)
         generation = GenerationConfig.model_validate(task.default_config().get("generation", {}))
-    path = config.model.path
-    if path is None:
-        if config.task is None:
-            raise ConfigError(
-                "config key 'model.path' is required: set it to a model folder (or set task to use the task's prior)."
-            )
-        if config.task == "prompts":
-            raise ConfigError("the prompts task has no prior of its own: set model.path to a model folder.")
-        path = str(task.pretrain(log=log))
+    path = resolve_model_path(config, log)
     policy = CausalLMPolicy.from_pretrained(path, generation, lora=config.model.lora)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    policy.model.to(device)
+    policy.model.to(device())
     return policy
+
+
+T = TypeVar("T")
+
+
+def split_data(rows: list[T], held_out: list[T] | None, config: OfflineConfig) -> tuple[list[T], list[T] | None]:
+    """Training rows and held-out rows: ``data.eval_file``'s, else a seeded ``data.eval_fraction``."""
+    if held_out is not None or config.data.eval_fraction == 0:
+        return rows, held_out
+    n_eval = max(1, round(len(rows) * config.data.eval_fraction))
+    if n_eval >= len(rows):
+        raise ConfigError(
+            f"config key 'data.eval_fraction' ({config.data.eval_fraction}) leaves no training data "
+            f"out of {len(rows)} records: lower it."
+        )
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(_mix(config.seed, 7))).tolist()
+    eval_idx = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in eval_idx], [rows[i] for i in sorted(eval_idx)]
+
+
+class TrainableModel(Protocol):
+    """What the loop needs of a model: its trainable parameters, ``save`` and where it came from."""
+
+    source: str | None
+
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def save(self, directory: str | Path) -> None: ...
 
 
 class OfflineTrainer:
@@ -251,7 +291,7 @@ class OfflineTrainer:
         self,
         config: OfflineConfig,
         command: str,
-        policy: CausalLMPolicy,
+        policy: TrainableModel,
         num_examples: int,
         micro_loss: MicroLoss,
         *,
@@ -387,3 +427,22 @@ def task_evaluator(config: OfflineConfig, policy: CausalLMPolicy) -> Callable[[]
 def report_skipped(loaded: Any, log: Callable[[str], None]) -> None:
     if loaded.skipped:
         log(f"skipped {len(loaded.skipped)} invalid lines of {loaded.path} (first: {loaded.skipped[0]})")
+
+
+def load_data(
+    loader: Callable[..., Any], config: OfflineConfig, log: Callable[[str], None]
+) -> tuple[list[Any], list[Any] | None, dict[str, int]]:
+    """Training and held-out records through ``loader`` (a ``rl4gen.data`` loader), skipped lines
+    reported, and the sizes for ``run.json``."""
+    train = loader(config.data.train_file, config.data.skip_invalid)
+    report_skipped(train, log)
+    skipped = len(train.skipped)
+    held_out: list[Any] | None = None
+    if config.data.eval_file is not None:
+        loaded = loader(config.data.eval_file, config.data.skip_invalid)
+        report_skipped(loaded, log)
+        skipped += len(loaded.skipped)
+        held_out = loaded.rows
+    rows, held_out = split_data(train.rows, held_out, config)
+    info = {"train_examples": len(rows), "eval_examples": len(held_out or []), "skipped_lines": skipped}
+    return rows, held_out, info

@@ -123,7 +123,7 @@ def test_training_changes_every_parameter_and_raises_margins(
     assert result.final_eval["eval/loss"] < result.initial_eval["eval/loss"]
     saved = (result.run_dir / "config.yaml").read_text()
     assert f"loss_type: {loss_type}" in saved
-    assert json.loads((result.run_dir / "run.json").read_text())["train_pairs"] == 32
+    assert json.loads((result.run_dir / "run.json").read_text())["train_examples"] == 32
 
 
 # ---------------------------------------------------------------------------------- the CLI

@@ -32,8 +32,8 @@ from rl4gen.offline import (
     OfflineTrainer,
     collate,
     encode_example,
+    load_data,
     load_policy,
-    report_skipped,
     sequence_logps,
     task_evaluator,
 )
@@ -145,16 +145,11 @@ def train_dpo(
     config: DPOConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
 ) -> OfflineResult:
     """Run ``rl4gen dpo``: load data and model, reference pass, train, save."""
-    train = load_preferences(config.data.train_file, config.data.skip_invalid)
-    report_skipped(train, log)
-    held_out = None
-    if config.data.eval_file is not None:
-        held_out = load_preferences(config.data.eval_file, config.data.skip_invalid)
-        report_skipped(held_out, log)
+    train, held_out, info = load_data(load_preferences, config, log)
     policy = load_policy(config, log)
     dpo = DPO(config, policy)
-    train_data = PairData(train.rows, policy.tokenizer, config)
-    eval_data = PairData(held_out.rows, policy.tokenizer, config) if held_out is not None else None
+    train_data = PairData(train, policy.tokenizer, config)
+    eval_data = PairData(held_out, policy.tokenizer, config) if held_out is not None else None
     dpo.compute_reference(train_data)
     if eval_data is not None:
         dpo.compute_reference(eval_data)
@@ -173,11 +168,7 @@ def train_dpo(
         len(train_data),
         lambda idx, step: dpo.loss(train_data, idx, len(step)),
         evaluate=evaluate if (task_eval is not None or eval_data is not None) else None,
-        info={
-            "train_pairs": len(train),
-            "skipped_lines": len(train.skipped) + (len(held_out.skipped) if held_out else 0),
-            "eval_pairs": len(held_out) if held_out is not None else 0,
-        },
+        info=info,
         show_progress=show_progress,
         log=log,
     )

@@ -25,8 +25,8 @@ from rl4gen.offline import (
     OfflineTrainer,
     collate,
     encode_example,
+    load_data,
     load_policy,
-    report_skipped,
     task_evaluator,
 )
 from rl4gen.policies.causal_lm import CausalLMPolicy
@@ -85,15 +85,10 @@ def train_sft(
     config: SFTConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
 ) -> OfflineResult:
     """Run ``rl4gen sft``: load data and model, train, save."""
-    train = load_sft(config.data.train_file, config.data.skip_invalid)
-    report_skipped(train, log)
-    held_out = None
-    if config.data.eval_file is not None:
-        held_out = load_sft(config.data.eval_file, config.data.skip_invalid)
-        report_skipped(held_out, log)
+    train, held_out, info = load_data(load_sft, config, log)
     policy = load_policy(config, log)
-    sft = SFT(policy, encode_all(train.rows, policy.tokenizer, config))
-    eval_sft = SFT(policy, encode_all(held_out.rows, policy.tokenizer, config)) if held_out is not None else None
+    sft = SFT(policy, encode_all(train, policy.tokenizer, config))
+    eval_sft = SFT(policy, encode_all(held_out, policy.tokenizer, config)) if held_out is not None else None
     task_eval = task_evaluator(config, policy)
 
     def evaluate() -> dict[str, float]:
@@ -109,11 +104,7 @@ def train_sft(
         len(train),
         sft.loss,
         evaluate=evaluate if (task_eval is not None or eval_sft is not None) else None,
-        info={
-            "train_examples": len(train),
-            "skipped_lines": len(train.skipped) + (len(held_out.skipped) if held_out else 0),
-            "eval_examples": len(held_out) if held_out is not None else 0,
-        },
+        info=info,
         show_progress=show_progress,
         log=log,
     )
