@@ -217,10 +217,13 @@ def evaluate(
     """Held-out metrics of a model or a trained run on a task."""
 
     def go() -> None:
+        from rl4gen.config import GenerationConfig
         from rl4gen.policies.causal_lm import CausalLMPolicy
         from rl4gen.tasks import get_task
 
-        task_name, task_args, gen = task, {}, None
+        task_name = task
+        task_args: dict[str, Any] = {}
+        gen: GenerationConfig | None = None
         run_cfg = Path(model) / "config.yaml"
         if run_cfg.is_file():
             saved = read_yaml(run_cfg)
@@ -235,8 +238,6 @@ def evaluate(
             raise ConfigError("no task given: pass --task arithmetic (or a run folder, which knows its task).")
         t = get_task(task_name, task_args)
         if gen is None:
-            from rl4gen.config import GenerationConfig
-
             gen = GenerationConfig.model_validate(t.default_config().get("generation", {}))
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen)
         metrics = t.evaluate(policy, size)
