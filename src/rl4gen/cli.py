@@ -1,4 +1,4 @@
-"""The ``rl4gen`` command line: train, sft, dpo, pretrain, sample, eval, demo, data.
+"""The ``rl4gen`` command line: train, sft, dpo, reward train, pretrain, sample, eval, demo, data.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -166,6 +166,10 @@ def pretrain(
 def resolve_model_dir(path: str) -> str:
     """A model folder, or a run folder (its final ``model/`` or newest checkpoint)."""
     p = Path(path)
+    if (p / "reward_model.json").is_file() or (p / "model" / "reward_model.json").is_file():
+        raise ConfigError(
+            f"{path!r} holds a reward model, not a policy: use it as a reward (type reward_model) instead."
+        )
     if (p / "config.yaml").is_file() and not (p / "config.json").is_file():
         if (p / "model").is_dir():
             return str(p / "model")
@@ -264,16 +268,26 @@ def demo(
     _run_guarded(go)
 
 
+#: Offline commands: (module, config class, entry function).
+OFFLINE_COMMANDS = {
+    "sft": ("rl4gen.algorithms.sft", "SFTConfig", "train_sft"),
+    "dpo": ("rl4gen.algorithms.dpo", "DPOConfig", "train_dpo"),
+    "reward train": ("rl4gen.algorithms.reward_model", "RewardModelConfig", "train_reward_model"),
+}
+
+
 def _offline_command(command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool) -> None:
-    """Shared body of ``rl4gen sft`` and ``rl4gen dpo``: load, validate, train, report."""
+    """Shared body of ``rl4gen sft``, ``dpo`` and ``reward train``: load, validate, train, report."""
     import importlib
 
     from rl4gen.offline import dump_offline_config, load_offline_config
 
-    module = importlib.import_module(f"rl4gen.algorithms.{command}")  # dpo.py, sft.py
-    cls, run = getattr(module, f"{command.upper()}Config"), getattr(module, f"train_{command}")
+    module_name, config_class, entry = OFFLINE_COMMANDS[command]
+    module = importlib.import_module(module_name)
+    cls, run = getattr(module, config_class), getattr(module, entry)
     if config is None:
-        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} configs/arithmetic-{command}.yaml`.")
+        recipe = f"configs/arithmetic-{command.split()[0]}.yaml"
+        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} {recipe}`.")
     cfg = load_offline_config(cls, config, sets)
     if dry_run:
         sys.stdout.write(dump_offline_config(cfg))
@@ -305,6 +319,21 @@ def sft(
 ) -> None:
     """Supervised fine-tuning with the loss on completion tokens only."""
     _run_guarded(lambda: _offline_command("sft", config, set_ or [], progress, dry_run))
+
+
+reward_app = typer.Typer(help="Reward models from preferences (see docs/commands/reward.md).", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("train")
+def reward_train(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/*-reward.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set num_heads=4")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train a Bradley-Terry reward model (one head or an ensemble of heads) on preference pairs."""
+    _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run))
 
 
 data_app = typer.Typer(help="Check data files and generate synthetic ones (see docs/data.md).", no_args_is_help=True)

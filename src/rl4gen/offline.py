@@ -202,7 +202,8 @@ class OfflineResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _mix(*parts: int) -> int:
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (the RL trainer's mixing)."""
     from rl4gen.trainer import _mix_seed
 
     return _mix_seed(*parts)
@@ -259,7 +260,7 @@ def split_data(rows: list[T], held_out: list[T] | None, config: OfflineConfig) -
             f"config key 'data.eval_fraction' ({config.data.eval_fraction}) leaves no training data "
             f"out of {len(rows)} records: lower it."
         )
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(_mix(config.seed, 7))).tolist()
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(mix_seed(config.seed, 7))).tolist()
     eval_idx = set(order[:n_eval])
     return [r for i, r in enumerate(rows) if i not in eval_idx], [rows[i] for i in sorted(eval_idx)]
 
@@ -333,7 +334,7 @@ class OfflineTrainer:
     def step_indices(self, step: int) -> list[int]:
         """The examples of optimizer step ``step`` (1-based): a fresh permutation per epoch."""
         epoch, k = divmod(step - 1, self.steps_per_epoch)
-        gen = torch.Generator().manual_seed(_mix(self.config.seed, epoch))
+        gen = torch.Generator().manual_seed(mix_seed(self.config.seed, epoch))
         order = torch.randperm(self.num_examples, generator=gen)
         return order[k * self.step_batch : (k + 1) * self.step_batch].tolist()
 

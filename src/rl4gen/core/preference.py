@@ -1,4 +1,5 @@
-"""Preference losses over sequence log-probs: DPO (sigmoid, with optional label smoothing) and IPO.
+"""Preference losses: DPO (sigmoid, with optional label smoothing), IPO, Bradley–Terry, and the
+calibration error of preference probabilities.
 
 Pure tensor math, unit-tested against closed forms. Inputs are per-pair log-probs of the chosen
 and rejected completions under the policy and the frozen reference, shape (B,).
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -51,3 +53,25 @@ def dpo_loss(
     chosen = beta * (policy_chosen - ref_chosen).detach()
     rejected = beta * (policy_rejected - ref_rejected).detach()
     return PreferenceLoss(losses, chosen, rejected)
+
+
+def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> Tensor:
+    """``-log sigma(r_c - r_r)`` elementwise: the negative log-likelihood of the preference under
+    the Bradley–Terry model (Bradley & Terry 1952; the InstructGPT reward-model loss)."""
+    return -F.logsigmoid(chosen - rejected)
+
+
+def expected_calibration_error(probs: Tensor, outcomes: Tensor, num_bins: int = 10) -> Tensor:
+    """ECE: the gap between predicted probability and observed frequency, averaged over equal-width
+    bins of the predicted probability and weighted by the bin's share of predictions.
+
+    ``probs`` (N,) in [0, 1]; ``outcomes`` (N,) in {0, 1}.
+    """
+    bins = torch.clamp((probs * num_bins).long(), max=num_bins - 1)  # (N,)
+    total = torch.zeros((), dtype=probs.dtype)
+    for b in range(num_bins):
+        in_bin = bins == b
+        if bool(in_bin.any()):
+            gap = (probs[in_bin].mean() - outcomes[in_bin].to(probs.dtype).mean()).abs()
+            total = total + gap * in_bin.sum() / probs.numel()
+    return total

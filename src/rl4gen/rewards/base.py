@@ -128,6 +128,7 @@ def register_reward(type_name: str) -> Callable[[RewardFactory], RewardFactory]:
 
 def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward:
     """Instantiate a registered reward type, with one-sentence errors for bad types or arguments."""
+    import rl4gen.rewards.learned  # registers reward_model
     import rl4gen.rewards.text  # noqa: F401  (registers the built-ins)
     from rl4gen.config import ConfigError
 
