@@ -50,3 +50,22 @@ def test_zero_margin_gives_log_two_and_gradient_pushes_chosen_up() -> None:
 def test_unknown_loss_type_is_rejected() -> None:
     with pytest.raises(ValueError, match="sigmoid"):
         dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="hinge")  # type: ignore[arg-type]
+
+
+def test_bradley_terry_loss_closed_form() -> None:
+    from rl4gen.core.preference import bradley_terry_loss
+
+    loss = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0]))
+    assert loss.tolist() == pytest.approx([math.log1p(math.exp(-1.0)), math.log(2.0)])
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    from rl4gen.core.preference import expected_calibration_error
+
+    # Bin [0.2, 0.3): predictions 0.25, 0.25, outcomes 1, 0 -> |0.25 - 0.5| = 0.25, weight 2/4.
+    # Bin [0.9, 1.0]: predictions 0.95, 1.0, outcomes 1, 1 -> |0.975 - 1| = 0.025, weight 2/4.
+    probs = torch.tensor([0.25, 0.25, 0.95, 1.0])
+    outcomes = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    assert expected_calibration_error(probs, outcomes).item() == pytest.approx(0.5 * 0.25 + 0.5 * 0.025)
+    perfect = torch.tensor([0.0, 1.0])
+    assert expected_calibration_error(perfect, perfect).item() == pytest.approx(0.0)
