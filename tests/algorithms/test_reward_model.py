@@ -140,3 +140,26 @@ def test_shipped_recipe_validates() -> None:
     repo = Path(__file__).resolve().parents[2]
     cfg = load_offline_config(RewardModelConfig, str(repo / "configs" / "arithmetic-reward.yaml"), [])
     assert cfg.task == "arithmetic" and cfg.num_heads == 4
+
+
+def test_reward_model_drives_an_rl_run(trained: OfflineResult, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from rl4gen.cli import load_train_config
+    from rl4gen.trainer import Trainer
+
+    cfg = load_train_config(
+        None,
+        [
+            "task=arithmetic",
+            f"model.path={tiny_model_dir}",
+            f"rewards=[{{type: reward_model, args: {{path: {trained.run_dir}, uncertainty_penalty: 0.5}}}}]",
+            "max_steps=2",
+            "prompts_per_step=4",
+            "algorithm.num_generations=2",
+            "generation.max_completion_length=5",
+            "eval_size=8",
+            f"output_dir={tmp_path}",
+        ],
+    )
+    result = Trainer(cfg, show_progress=False, log=lambda m: None).train()
+    assert len(result.history) == 2
+    assert all(abs(h["rewards/reward_model/mean"]) > 0 for h in result.history)
