@@ -1,7 +1,8 @@
-"""What the offline commands (``rl4gen sft``, ``rl4gen dpo``) share: their common config, the
-tokenisation of prompt/completion pairs with a completion mask, sequence log-probs, and one small
-training loop (AdamW, micro-batches, clipping, LR schedule, epochs or max_steps, metrics to
-``metrics.jsonl`` and TensorBoard, the final model and resolved ``config.yaml`` in a run folder).
+"""What the offline commands (``rl4gen sft``, ``rl4gen dpo``, ``rl4gen reward train``) share:
+their common config, the tokenisation of prompt/completion pairs with a completion mask, sequence
+log-probs, and one small training loop (AdamW, micro-batches, clipping, LR schedule, epochs or
+max_steps, metrics to ``metrics.jsonl`` and TensorBoard, the final model and resolved
+``config.yaml`` in a run folder).
 
 Each command supplies a loss over a micro-batch of example indices; the loop does the rest. A
 micro-batch's loss and metrics are already divided by the whole step's totals, so summing them
@@ -276,12 +277,12 @@ class TrainableModel(Protocol):
 
 
 class OfflineTrainer:
-    """The loop shared by ``rl4gen sft`` and ``rl4gen dpo``.
+    """The loop shared by ``rl4gen sft``, ``rl4gen dpo`` and ``rl4gen reward train``.
 
     Args:
         config: the command's validated config.
-        command: ``sft`` or ``dpo`` (the run folder's name and ``run.json``).
-        policy: the model being trained.
+        command: ``sft``, ``dpo`` or ``reward`` (the run folder's name and ``run.json``).
+        policy: the model being trained (a policy or a reward model).
         num_examples: size of the training set; batches are index lists into it.
         micro_loss: the command's loss over a micro-batch (see :data:`MicroLoss`).
         evaluate: held-out metrics (keys without the ``eval/`` prefix), or None.
