@@ -139,3 +139,23 @@ def test_synthetic_arithmetic_data_is_deterministic_valid_and_correct(tmp_path: 
 @pytest.mark.parametrize(("name", "loader"), [("preferences", load_preferences), ("ratings", load_ratings), ("sft", load_sft)])
 def test_shipped_example_files_are_valid(name: str, loader: Any) -> None:
     assert len(loader(REPO / "examples" / "data" / f"arithmetic-{name}.jsonl")) == 512
+
+
+def test_data_check_through_the_entry_point(tmp_path: Path) -> None:
+    """`rl4gen data check` in a real process: one `error:` line with file and line, exit code 2."""
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path, [GOOD_PAIR, {"prompt": "p", "chosen": "x", "rejected": "x"}])
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl4gen", "data", "check", str(path)], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {path}:2: 'chosen' and 'rejected' are the same text; remove the line, as it expresses no preference."]
+    ok = subprocess.run(
+        [sys.executable, "-m", "rl4gen", "data", "check", str(path), "--skip-invalid"], capture_output=True, text=True, env=env, check=False
+    )
+    assert ok.returncode == 0 and "1 valid preferences records, 1 invalid lines" in ok.stdout
