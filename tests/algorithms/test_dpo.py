@@ -203,3 +203,18 @@ def test_shipped_recipe_validates() -> None:
     repo = Path(__file__).resolve().parents[2]
     cfg = load_offline_config(DPOConfig, str(repo / "configs" / "arithmetic-dpo.yaml"), [])
     assert cfg.task == "arithmetic" and cfg.model.path is None
+
+
+def test_reference_pass_runs_once_per_dataset(
+    tiny_model_dir: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = DPO.compute_reference
+
+    def counting(self: DPO, data: PairData) -> None:
+        calls.append(len(data))
+        original(self, data)
+
+    monkeypatch.setattr(DPO, "compute_reference", counting)
+    train_dpo(config(tiny_model_dir, pairs_file, tmp_path, max_steps=3), show_progress=False, log=lambda m: None)
+    assert calls == [32, 32]  # the training pairs, then the eval pairs; never again during training
