@@ -292,7 +292,7 @@ def _offline_command(command: str, config: str | None, sets: list[str], progress
     if dry_run:
         sys.stdout.write(dump_offline_config(cfg))
         return
-    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m)))
+    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m), soft_wrap=True))
     out.print(f"run folder: {result.run_dir}")
     for k, v in result.final_eval.items():
         before = result.initial_eval.get(k)
