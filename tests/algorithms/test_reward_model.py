@@ -163,3 +163,25 @@ def test_reward_model_drives_an_rl_run(trained: OfflineResult, tiny_model_dir: P
     result = Trainer(cfg, show_progress=False, log=lambda m: None).train()
     assert len(result.history) == 2
     assert all(abs(h["rewards/reward_model/mean"]) > 0 for h in result.history)
+
+
+def test_value_head_on_the_lm_trains_saves_and_scores(tiny_model_dir: Path, pairs_file: Path, tmp_path: Path) -> None:
+    from rl4gen.config import GenerationConfig
+    from rl4gen.policies.causal_lm import CausalLMPolicy
+
+    cfg = config(tiny_model_dir, pairs_file, tmp_path, head="value", num_heads=2, learning_rate=3e-3)
+    result = train_reward_model(cfg, show_progress=False, log=lambda m: None)
+    before, after = result.initial_eval, result.final_eval
+    assert after["eval/accuracy"] >= before["eval/accuracy"] + 0.15  # measured: 47% -> 72%, loss 0.69 -> 0.50
+    assert after["eval/loss"] < before["eval/loss"] and after["eval/margin"] > 0.5
+    rm = RewardModel.load(result.run_dir)
+    assert rm.head == "value" and rm.num_heads == 2
+    pairs = load_preferences(pairs_file).rows
+    with torch.inference_mode():
+        reloaded = PairScorer(cfg, rm, pairs, bootstrap=False).evaluate()
+    assert reloaded["accuracy"] == pytest.approx(result.final_eval["eval/accuracy"])
+    assert reloaded["margin"] == pytest.approx(result.final_eval["eval/margin"], abs=1e-4)
+    assert len(LearnedReward(str(result.run_dir))(["123"], [{"prompt": "001+002="}])) == 1
+    # The LM head is kept: the same folder still loads and generates as a causal LM.
+    policy = CausalLMPolicy.from_pretrained(result.run_dir / "model", GenerationConfig(max_completion_length=5))
+    assert len(policy.generate(["001+002="])) == 1

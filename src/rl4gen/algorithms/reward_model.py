@@ -1,5 +1,6 @@
 """Reward models from pairwise preferences: Bradley–Terry training (Ouyang et al. 2022, the
-InstructGPT reward model) on a transformers backbone with a sequence-classification head.
+InstructGPT reward model) on a transformers backbone, with a sequence-classification head or a
+value head on a causal LM (``head``).
 
 The loss of a pair is ``-log sigma(r(chosen) - r(rejected))``. With ``num_heads > 1`` the backbone
 carries several scalar heads, and each head is trained on its own bootstrap resample of the pairs
@@ -16,6 +17,7 @@ counted in both orders so that the outcomes are not all 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -38,6 +40,9 @@ from rl4gen.rewards.learned import RewardModel
 class RewardModelConfig(OfflineConfig):
     """``rl4gen reward train``: preference pairs (docs/data.md) and a transformers backbone."""
 
+    head: Literal["classification", "value"] = "classification"
+    """classification: AutoModelForSequenceClassification (the LM head dropped); value: a linear
+    value head on a causal LM's last hidden state (the LM head kept, so the weights still generate)."""
     num_heads: int = Field(1, ge=1)
     """Reward heads on the backbone; more than one makes an ensemble, each head on its own bootstrap resample."""
     center_rewards_coefficient: float | None = Field(None, ge=0)
@@ -125,7 +130,11 @@ def train_reward_model(
     train, held_out, info = load_data(load_preferences, config, log)
     set_seed(config.seed)  # fresh heads start the same for the same seed
     rm = RewardModel.from_backbone(
-        resolve_model_path(config, log), config.num_heads, append_eos=config.append_eos, max_length=config.max_length
+        resolve_model_path(config, log),
+        config.num_heads,
+        head=config.head,
+        append_eos=config.append_eos,
+        max_length=config.max_length,
     )
     rm.model.to(device()).eval()  # no dropout, as for the policies
     scorer = PairScorer(config, rm, train, bootstrap=True)

@@ -1,5 +1,6 @@
-"""Learned reward models: a transformers sequence-classification model with one or more scalar
-heads, trained by ``rl4gen reward train`` and used as a :class:`~rl4gen.core.Reward` by path.
+"""Learned reward models: a transformer with one or more scalar heads (a sequence-classification
+model, or a value head on a causal LM), trained by ``rl4gen reward train`` and used as a
+:class:`~rl4gen.core.Reward` by path.
 
 An ensemble is every head of every model given: its mean is the reward, its spread (standard
 deviation over members) a measure of the models' disagreement. ``uncertainty_penalty`` subtracts
@@ -14,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,17 +32,51 @@ class EnsembleScore:
     spread: Tensor  # (N,) std over members (unbiased; 0 with one member)
 
 
-class RewardModel:
-    """A sequence-classification model whose ``num_labels`` outputs are independent reward heads.
+HeadType = Literal["classification", "value"]
+VALUE_HEAD_FILE = "value_head.safetensors"
 
-    The score of a text is read at its last non-padding token (transformers' pooling). Texts are
+
+class ValueHeadLM(nn.Module):
+    """A causal LM with scalar heads on its last hidden state (the LM head is kept, so the same
+    weights can still generate), read at each row's last real token (right padding)."""
+
+    def __init__(self, lm: Any, num_heads: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.config = lm.config
+        self.value_head = nn.Linear(int(lm.config.hidden_size), num_heads)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (int(lm.config.hidden_size) + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # (B, H)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, L, C)
+        last = attention_mask.long().sum(dim=1) - 1  # (B,)
+        return self.value_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float())
+
+
+class RewardModel:
+    """A transformer with one or more independent scalar reward heads.
+
+    Two kinds: ``classification`` is ``AutoModelForSequenceClassification`` with ``num_labels``
+    heads, scored at the last non-padding token (transformers' pooling); ``value`` is
+    :class:`ValueHeadLM`, a causal LM with a linear value head on its last hidden state. Texts are
     tokenised exactly as in training: prompt and completion apart, end token appended when the
     model was trained that way (settings saved in ``reward_model.json``).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, append_eos: bool = True, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        head: HeadType = "classification",
+        append_eos: bool = True,
+        max_length: int | None = None,
+    ) -> None:
         self.model: Any = model
         self.tokenizer = tokenizer
+        self.head: HeadType = head
         self.append_eos = append_eos
         self.max_length = max_length
         self.source: str | None = None
@@ -49,6 +84,8 @@ class RewardModel:
 
     @property
     def num_heads(self) -> int:
+        if isinstance(self.model, ValueHeadLM):
+            return int(self.model.value_head.out_features)
         return int(self.model.config.num_labels)
 
     @property
@@ -56,24 +93,42 @@ class RewardModel:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_backbone(cls, path: str, num_heads: int, *, append_eos: bool = True, max_length: int | None = None) -> RewardModel:
-        """Fresh heads on a pretrained transformer (a causal LM's folder works: its LM head is dropped)."""
+    def from_backbone(
+        cls,
+        path: str,
+        num_heads: int,
+        *,
+        head: HeadType = "classification",
+        append_eos: bool = True,
+        max_length: int | None = None,
+    ) -> RewardModel:
+        """Fresh heads on a pretrained transformer. For ``classification`` a causal LM's folder
+        works too (its LM head is dropped); ``value`` needs a causal LM."""
         from transformers import AutoModelForSequenceClassification
 
         from rl4gen import quiet_transformers
         from rl4gen.policies.causal_lm import load_model_and_tokenizer
 
         quiet_transformers()
-        _, tokenizer = load_model_and_tokenizer(path)  # the same checks and messages as for policies
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_heads, dtype=torch.float32)
-        rm = cls(model, tokenizer, append_eos=append_eos, max_length=max_length)
+        lm, tokenizer = load_model_and_tokenizer(path)  # the same checks and messages as for policies
+        model: Any
+        if head == "value":
+            model = ValueHeadLM(lm, num_heads)
+        else:
+            del lm
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_heads, dtype=torch.float32)
+        rm = cls(model, tokenizer, head=head, append_eos=append_eos, max_length=max_length)
         rm.source = path
         return rm
 
     @classmethod
     def load(cls, path: str | Path) -> RewardModel:
         """A reward model saved by :meth:`save` (or a run folder of ``rl4gen reward train``)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         from rl4gen import quiet_transformers
         from rl4gen.config import ConfigError
@@ -88,20 +143,41 @@ class RewardModel:
                 "`rl4gen reward train` run."
             )
         settings = json.loads((p / SETTINGS_FILE).read_text())
-        model = AutoModelForSequenceClassification.from_pretrained(str(p), dtype=torch.float32)
+        head: HeadType = settings.get("head", "classification")
+        model: Any
+        if head == "value":
+            from safetensors.torch import load_file
+
+            lm = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+            model = ValueHeadLM(lm, int(settings["num_heads"]))
+            model.value_head.load_state_dict(load_file(str(p / VALUE_HEAD_FILE)))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(p), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(p))
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        rm = cls(model.eval(), tokenizer, append_eos=settings["append_eos"], max_length=settings["max_length"])
+        rm = cls(model.eval(), tokenizer, head=head, append_eos=settings["append_eos"], max_length=settings["max_length"])
         rm.source = str(p)
         return rm
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        if isinstance(self.model, ValueHeadLM):
+            from safetensors.torch import save_file
+
+            self.model.lm.save_pretrained(str(directory), safe_serialization=True)
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.value_head.state_dict().items()}
+            save_file(state, str(directory / VALUE_HEAD_FILE))
+        else:
+            self.model.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
-        settings = {"num_heads": self.num_heads, "append_eos": self.append_eos, "max_length": self.max_length}
+        settings = {
+            "head": self.head,
+            "num_heads": self.num_heads,
+            "append_eos": self.append_eos,
+            "max_length": self.max_length,
+        }
         (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -120,6 +196,8 @@ class RewardModel:
         from rl4gen.offline import collate
 
         ids, attn, _ = collate(examples, int(self.tokenizer.pad_token_id), self.device)
+        if isinstance(self.model, ValueHeadLM):
+            return self.model(ids, attn)
         return self.model(input_ids=ids, attention_mask=attn).logits.float()
 
     def scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64) -> Tensor:  # (N, H)
