@@ -377,10 +377,12 @@ def data_arithmetic(
     """Write synthetic arithmetic data (correct answers preferred over one-digit near misses)."""
 
     def go() -> None:
-        from rl4gen.data.synthetic import arithmetic_records, write_jsonl
+        from typing import cast
+
+        from rl4gen.data.synthetic import Kind, arithmetic_records, write_jsonl
 
         _check_format(format_)
-        path = write_jsonl(arithmetic_records(format_, num, seed), output)  # type: ignore[arg-type]
+        path = write_jsonl(arithmetic_records(cast(Kind, format_), num, seed), output)
         out.print(f"wrote {num} {format_} records to {path}")
 
     _run_guarded(go)

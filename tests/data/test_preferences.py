@@ -159,3 +159,17 @@ def test_data_check_through_the_entry_point(tmp_path: Path) -> None:
         [sys.executable, "-m", "rl4gen", "data", "check", str(path), "--skip-invalid"], capture_output=True, text=True, env=env, check=False
     )
     assert ok.returncode == 0 and "1 valid preferences records, 1 invalid lines" in ok.stdout
+
+
+def test_data_arithmetic_command_writes_valid_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rl4gen.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "r.jsonl"
+    result = runner.invoke(app, ["data", "arithmetic", str(out), "--format", "ratings", "--num", "6", "--seed", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line) for line in out.read_text().splitlines()] == arithmetic_records("ratings", 6, seed=2)
+    bad = runner.invoke(app, ["data", "arithmetic", str(out), "--format", "pairs"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "unknown data format 'pairs': use preferences, ratings or sft." in bad.stderr
