@@ -218,3 +218,26 @@ def test_reference_pass_runs_once_per_dataset(
     monkeypatch.setattr(DPO, "compute_reference", counting)
     train_dpo(config(tiny_model_dir, pairs_file, tmp_path, max_steps=3), show_progress=False, log=lambda m: None)
     assert calls == [32, 32]  # the training pairs, then the eval pairs; never again during training
+
+
+def test_lora_dpo_trains_only_the_adapter_and_eval_reads_the_run(tiny_model_dir: Path, pairs_file: Path, tmp_path: Path) -> None:
+    cfg = config(
+        tiny_model_dir, pairs_file, tmp_path, model={"path": str(tiny_model_dir), "lora": {"r": 4}},
+        learning_rate=1e-2, task="arithmetic", eval_size=8,
+    )
+    result = train_dpo(cfg, show_progress=False, log=lambda m: None)
+    assert (result.run_dir / "model" / "adapter_config.json").is_file()
+    assert result.final_eval["eval/rewards/margins"] > 0.05
+    assert "eval/accuracy" in result.final_eval  # the task's metric rides along
+    base = CausalLMPolicy.from_pretrained(tiny_model_dir).model.state_dict()
+    trained = CausalLMPolicy.from_pretrained(result.run_dir / "model").model
+    compared = 0
+    for name, value in trained.base_model.model.state_dict().items():
+        key = name.replace("base_layer.", "")
+        if "lora_" not in name and key in base:
+            assert torch.equal(value, base[key]), f"{name} changed"
+            compared += 1
+    assert compared >= len(base) - 1  # every base weight (the tied LM head may be listed once)
+    out = CliRunner().invoke(app, ["eval", str(result.run_dir), "--size", "8"])
+    assert out.exit_code == 0, out.stderr
+    assert "eval/accuracy" in json.loads(out.stdout)
