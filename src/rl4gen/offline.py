@@ -210,6 +210,18 @@ def mix_seed(*parts: int) -> int:
     return _mix_seed(*parts)
 
 
+def require_single_process(command: str) -> None:
+    """The offline commands do not shard data across processes yet: refuse a multi-process launch
+    rather than train N independent copies."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"rl4gen {command} runs on one process (one GPU or the CPU): launch it without "
+            "`accelerate launch --num_processes N` or torchrun."
+        )
+
+
 def resolve_model_path(config: OfflineConfig, log: Callable[[str], None]) -> str:
     """``model.path``, else the task's cached prior (built when missing)."""
     if config.model.path is not None:

@@ -130,3 +130,13 @@ def test_cli_bad_line_and_shipped_recipe(tiny_model_dir: Path, tmp_path: Path) -
     repo = Path(__file__).resolve().parents[2]
     cfg = load_offline_config(SFTConfig, str(repo / "configs" / "arithmetic-sft.yaml"), [])
     assert cfg.task == "arithmetic" and cfg.data.eval_file is not None
+
+
+def test_multi_process_launch_is_refused_in_one_sentence(
+    tiny_model_dir: Path, sft_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rl4gen.config import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="runs on one process"):
+        train_sft(config(tiny_model_dir, sft_file, tmp_path), show_progress=False, log=lambda m: None)

@@ -34,6 +34,7 @@ from rl4gen.offline import (
     encode_example,
     load_data,
     load_policy,
+    require_single_process,
     sequence_logps,
     task_evaluator,
 )
@@ -145,6 +146,7 @@ def train_dpo(
     config: DPOConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
 ) -> OfflineResult:
     """Run ``rl4gen dpo``: load data and model, reference pass, train, save."""
+    require_single_process("dpo")
     train, held_out, info = load_data(load_preferences, config, log)
     policy = load_policy(config, log)
     dpo = DPO(config, policy)

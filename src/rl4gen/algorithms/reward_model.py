@@ -32,6 +32,7 @@ from rl4gen.offline import (
     device,
     load_data,
     mix_seed,
+    require_single_process,
     resolve_model_path,
 )
 from rl4gen.rewards.learned import RewardModel
@@ -127,6 +128,7 @@ def train_reward_model(
     """Run ``rl4gen reward train``: load pairs and backbone, train the heads and body, save."""
     from accelerate.utils import set_seed
 
+    require_single_process("reward train")
     train, held_out, info = load_data(load_preferences, config, log)
     set_seed(config.seed)  # fresh heads start the same for the same seed
     rm = RewardModel.from_backbone(

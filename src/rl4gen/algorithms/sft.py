@@ -27,6 +27,7 @@ from rl4gen.offline import (
     encode_example,
     load_data,
     load_policy,
+    require_single_process,
     task_evaluator,
 )
 from rl4gen.policies.causal_lm import CausalLMPolicy
@@ -85,6 +86,7 @@ def train_sft(
     config: SFTConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
 ) -> OfflineResult:
     """Run ``rl4gen sft``: load data and model, train, save."""
+    require_single_process("sft")
     train, held_out, info = load_data(load_sft, config, log)
     policy = load_policy(config, log)
     sft = SFT(policy, encode_all(train, policy.tokenizer, config))
