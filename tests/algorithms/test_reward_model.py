@@ -185,3 +185,29 @@ def test_value_head_on_the_lm_trains_saves_and_scores(tiny_model_dir: Path, pair
     # The LM head is kept: the same folder still loads and generates as a causal LM.
     policy = CausalLMPolicy.from_pretrained(result.run_dir / "model", GenerationConfig(max_completion_length=5))
     assert len(policy.generate(["001+002="])) == 1
+
+
+def test_spread_as_a_logged_component_scores_once(trained: OfflineResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rl4gen.rewards.base import CombinedReward
+
+    calls: list[int] = []
+    original = RewardModel.scores
+
+    def counting(self: RewardModel, prompts: Any, completions: Any, batch_size: int = 64) -> torch.Tensor:
+        calls.append(len(prompts))
+        return original(self, prompts, completions, batch_size)
+
+    monkeypatch.setattr(RewardModel, "scores", counting)
+    reward = build_reward("reward_model", path=str(trained.run_dir), uncertainty_penalty=1.0)
+    spread = build_reward("reward_model", path=str(trained.run_dir / "model"), output="spread")
+    assert isinstance(reward, LearnedReward) and isinstance(spread, LearnedReward)
+    assert spread.name == "reward_model_spread" and spread.models is reward.models  # loaded once
+    combined = CombinedReward([reward, spread], [1.0, 0.0])
+    samples, contexts = ["12", "345"], [{"prompt": "001+002="}, {"prompt": "100+200="}]
+    out = combined(samples, contexts)
+    assert calls == [2]  # one pass for both components
+    s = reward.score(samples, contexts)
+    assert out.components["reward_model_spread"].tolist() == pytest.approx(s.spread.tolist())
+    assert out.total.tolist() == pytest.approx((s.mean - s.spread).tolist(), abs=1e-5)
+    with pytest.raises(Exception, match="output must be"):
+        build_reward("reward_model", path=str(trained.run_dir), output="median")

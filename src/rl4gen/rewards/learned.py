@@ -33,6 +33,12 @@ class EnsembleScore:
 
 
 HeadType = Literal["classification", "value"]
+
+
+def _model_folder(path: str | Path) -> Path:
+    """A reward model folder, or the ``model/`` folder of a run folder."""
+    p = Path(path)
+    return p / "model" if (p / "model" / SETTINGS_FILE).is_file() else p
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
@@ -134,9 +140,7 @@ class RewardModel:
         from rl4gen.config import ConfigError
 
         quiet_transformers()
-        p = Path(path)
-        if (p / "model" / SETTINGS_FILE).is_file():
-            p = p / "model"
+        p = _model_folder(path)
         if not (p / SETTINGS_FILE).is_file():
             raise ConfigError(
                 f"{str(path)!r} is not a reward model (no {SETTINGS_FILE}): pass the model/ folder of an "
@@ -207,6 +211,45 @@ class RewardModel:
         return torch.cat(parts).cpu() if parts else torch.zeros(0, self.num_heads)
 
 
+class Ensemble:
+    """Loaded reward models scored together; the last call's scores are kept, so several rewards
+    reading the same ensemble (the reward and its spread as a logged component) score once."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.models = [RewardModel.load(p) for p in paths]
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        for m in self.models:
+            m.model.to(device).eval()
+        self._last: tuple[Any, EnsembleScore] | None = None
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int) -> EnsembleScore:
+        key = (tuple(prompts), tuple(completions))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        members = torch.cat([m.scores(prompts, completions, batch_size) for m in self.models], dim=1)
+        spread = members.std(dim=1) if members.shape[1] > 1 else torch.zeros(members.shape[0])
+        result = EnsembleScore(members, members.mean(dim=1), spread)
+        self._last = (key, result)
+        return result
+
+
+_ENSEMBLES: dict[tuple[Any, ...], Ensemble] = {}
+
+
+def _ensemble(paths: Sequence[str]) -> Ensemble:
+    """One :class:`Ensemble` per set of folders in this process (rewards naming the same models
+    share them); a folder saved again since is loaded again."""
+    folders = [_model_folder(p) for p in paths]
+    settings = [f / SETTINGS_FILE for f in folders]
+    key = tuple((str(f.resolve()), s.stat().st_mtime_ns if s.is_file() else None) for f, s in zip(folders, settings))
+    if key not in _ENSEMBLES:
+        _ENSEMBLES[key] = Ensemble(paths)
+    return _ENSEMBLES[key]
+
+
+Output = Literal["reward", "mean", "spread"]
+
+
 @register_reward("reward_model")
 class LearnedReward:
     """Reward = ensemble mean - ``uncertainty_penalty`` x ensemble spread.
@@ -216,31 +259,46 @@ class LearnedReward:
             every head of every model is one member).
         uncertainty_penalty: weight of the spread subtracted from the mean (0 = plain mean).
         batch_size: texts per forward pass.
+        output: ``reward`` (mean - penalty x spread), or ``mean`` or ``spread`` alone — add the
+            same models a second time with ``output: spread`` and weight 0 to log the spread as
+            ``rewards/{name}/mean``; the models are loaded and run once for both.
     """
 
-    def __init__(self, path: str | list[str], uncertainty_penalty: float = 0.0, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        path: str | list[str],
+        uncertainty_penalty: float = 0.0,
+        batch_size: int = 64,
+        output: Output = "reward",
+    ) -> None:
         paths = [path] if isinstance(path, str) else list(path)
         if not paths:
             raise ValueError("path must name at least one reward model")
         if uncertainty_penalty < 0:
             raise ValueError(f"uncertainty_penalty must be >= 0, got {uncertainty_penalty}")
-        self.name = "reward_model"
-        self.models = [RewardModel.load(p) for p in paths]
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        for m in self.models:
-            m.model.to(device).eval()
+        if output not in ("reward", "mean", "spread"):
+            raise ValueError(f"output must be 'reward', 'mean' or 'spread', got {output!r}")
+        self.name = "reward_model" if output == "reward" else f"reward_model_{output}"
+        self.ensemble = _ensemble(paths)
         self.uncertainty_penalty = float(uncertainty_penalty)
         self.batch_size = batch_size
+        self.output = output
+
+    @property
+    def models(self) -> list[RewardModel]:
+        return self.ensemble.models
 
     def score(self, samples: Sequence[str], contexts: Sequence[Any]) -> EnsembleScore:
         """Every member's score, their mean and spread, for completions of the given contexts."""
         from rl4gen.policies.causal_lm import prompt_text
 
         prompts = [prompt_text(c) for c in contexts]
-        members = torch.cat([m.scores(prompts, list(samples), self.batch_size) for m in self.models], dim=1)
-        spread = members.std(dim=1) if members.shape[1] > 1 else torch.zeros(members.shape[0])
-        return EnsembleScore(members, members.mean(dim=1), spread)
+        return self.ensemble.score(prompts, [str(x) for x in samples], self.batch_size)
 
     def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
-        s = self.score([str(x) for x in samples], contexts)
+        s = self.score(samples, contexts)
+        if self.output == "mean":
+            return s.mean.tolist()
+        if self.output == "spread":
+            return s.spread.tolist()
         return (s.mean - self.uncertainty_penalty * s.spread).tolist()
