@@ -58,8 +58,6 @@ class DPOConfig(OfflineConfig):
         return self
 
 
-METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
-
 
 class PairData:
     """Tokenised pairs and their reference log-probs (B,) for chosen and rejected."""
