@@ -486,7 +486,10 @@ def test_dry_run_in_process_matches(bad: SimpleNamespace) -> None:
     _check_dry_run_overrides(_dry_run_config(invoke(args, bad.d)))
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+TRAIN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith(("-dpo", "-sft", "-reward")))
+
+
+@pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: p.name)
 def test_every_recipe_resolves_with_dry_run(path: Path, tmp_path: Path) -> None:
     cfg = _dry_run_config(invoke(["train", path, "--dry-run"], tmp_path))
     recipe = yaml.safe_load(path.read_text())

@@ -1,4 +1,4 @@
-"""The ``rl4gen`` command line: train, pretrain, sample, eval, demo, levels.
+"""The ``rl4gen`` command line: train, sft, dpo, reward train, pretrain, sample, eval, demo, data, levels.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -214,6 +214,10 @@ def pretrain(
 def resolve_model_dir(path: str) -> str:
     """A model folder, or a run folder (its final ``model/`` or newest checkpoint)."""
     p = Path(path)
+    if (p / "reward_model.json").is_file() or (p / "model" / "reward_model.json").is_file():
+        raise ConfigError(
+            f"{path!r} holds a reward model, not a policy: use it as a reward (type reward_model) instead."
+        )
     if (p / "config.yaml").is_file() and not (p / "config.json").is_file():
         if (p / "model").is_dir():
             return str(p / "model")
@@ -265,21 +269,27 @@ def evaluate(
     """Held-out metrics of a model or a trained run on a task."""
 
     def go() -> None:
+        from rl4gen.config import GenerationConfig
         from rl4gen.policies.causal_lm import CausalLMPolicy
         from rl4gen.tasks import get_task
 
-        task_name, task_args, gen = task, {}, None
+        task_name = task
+        task_args: dict[str, Any] = {}
+        gen: GenerationConfig | None = None
         run_cfg = Path(model) / "config.yaml"
         if run_cfg.is_file():
-            cfg = validate_config(read_yaml(run_cfg))
-            task_name = task_name or cfg.task
-            task_args, gen = cfg.task_args, cfg.generation
+            saved = read_yaml(run_cfg)
+            if "data" in saved:  # a run of rl4gen sft / dpo: its task (if any), default generation
+                task_name = task_name or saved.get("task")
+                task_args = saved.get("task_args") or {}
+            else:
+                cfg = validate_config(saved)
+                task_name = task_name or cfg.task
+                task_args, gen = cfg.task_args, cfg.generation
         if task_name is None:
             raise ConfigError("no task given: pass --task arithmetic (or a run folder, which knows its task).")
         t = get_task(task_name, task_args)
         if gen is None:
-            from rl4gen.config import GenerationConfig
-
             gen = GenerationConfig.model_validate(t.default_config().get("generation", {}))
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen)
         metrics = t.evaluate(policy, size)
@@ -344,6 +354,126 @@ def levels_sample(
         fail(str(exc))
     out.print(f"{episodes} levels ({goals} reached the goal) -> {folder}")
     out.print(f"draw them with: rl4gen levels show {folder}")
+
+
+#: Offline commands: (module, config class, entry function).
+OFFLINE_COMMANDS = {
+    "sft": ("rl4gen.algorithms.sft", "SFTConfig", "train_sft"),
+    "dpo": ("rl4gen.algorithms.dpo", "DPOConfig", "train_dpo"),
+    "reward train": ("rl4gen.algorithms.reward_model", "RewardModelConfig", "train_reward_model"),
+}
+
+
+def _offline_command(command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool) -> None:
+    """Shared body of ``rl4gen sft``, ``dpo`` and ``reward train``: load, validate, train, report."""
+    import importlib
+
+    from rl4gen.offline import dump_offline_config, load_offline_config
+
+    module_name, config_class, entry = OFFLINE_COMMANDS[command]
+    module = importlib.import_module(module_name)
+    cls, run = getattr(module, config_class), getattr(module, entry)
+    if config is None:
+        recipe = f"configs/arithmetic-{command.split()[0]}.yaml"
+        raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} {recipe}`.")
+    cfg = load_offline_config(cls, config, sets)
+    if dry_run:
+        sys.stdout.write(dump_offline_config(cfg))
+        return
+    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m), soft_wrap=True))
+    out.print(f"run folder: {result.run_dir}")
+    for k, v in result.final_eval.items():
+        before = result.initial_eval.get(k)
+        out.print(f"{k}: {before:.4f} -> {v:.4f}" if before is not None else f"{k}: {v:.4f}")
+
+
+@app.command()
+def dpo(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/dpo-*.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set beta=0.05")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Direct preference optimisation (DPO or IPO) on pairwise preferences."""
+    _run_guarded(lambda: _offline_command("dpo", config, set_ or [], progress, dry_run))
+
+
+@app.command()
+def sft(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/sft-*.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set learning_rate=1e-4")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Supervised fine-tuning with the loss on completion tokens only."""
+    _run_guarded(lambda: _offline_command("sft", config, set_ or [], progress, dry_run))
+
+
+reward_app = typer.Typer(help="Reward models from preferences (see docs/commands/reward.md).", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("train")
+def reward_train(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/*-reward.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set num_heads=4")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train a Bradley-Terry reward model (one head or an ensemble of heads) on preference pairs."""
+    _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run))
+
+
+data_app = typer.Typer(help="Check data files and generate synthetic ones (see docs/data.md).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DATA_FORMATS = ("preferences", "ratings", "sft")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in DATA_FORMATS:
+        raise ConfigError(f"unknown data format {fmt!r}: use preferences, ratings or sft.")
+
+
+@data_app.command("check")
+def data_check(
+    file: Annotated[str, typer.Argument(help="JSONL file to validate.")],
+    format_: Annotated[str, typer.Option("--format", help="preferences, ratings or sft.")] = "preferences",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="List bad lines instead of stopping at the first.")] = False,
+) -> None:
+    """Validate every line of a data file; the first bad line is reported with its line number."""
+
+    def go() -> None:
+        from rl4gen.data.preferences import LOADERS
+
+        _check_format(format_)
+        loaded = LOADERS[format_](file, skip_invalid=skip_invalid)
+        for message in loaded.skipped:
+            err.print(f"[yellow]skipped[/] {escape(message)}", soft_wrap=True)
+        out.print(f"{file}: {len(loaded)} valid {format_} records, {len(loaded.skipped)} invalid lines")
+
+    _run_guarded(go)
+
+
+@data_app.command("arithmetic")
+def data_arithmetic(
+    output: Annotated[str, typer.Argument(help="JSONL file to write.")],
+    format_: Annotated[str, typer.Option("--format", help="preferences, ratings or sft.")] = "preferences",
+    num: Annotated[int, typer.Option(min=1, help="Records to write.")] = 512,
+    seed: int = 0,
+) -> None:
+    """Write synthetic arithmetic data (correct answers preferred over one-digit near misses)."""
+
+    def go() -> None:
+        from typing import cast
+
+        from rl4gen.data.synthetic import Kind, arithmetic_records, write_jsonl
+
+        _check_format(format_)
+        path = write_jsonl(arithmetic_records(cast(Kind, format_), num, seed), output)
+        out.print(f"wrote {num} {format_} records to {path}")
+
+    _run_guarded(go)
 
 
 def main() -> None:

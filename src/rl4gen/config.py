@@ -304,8 +304,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One sentence for the first problem pydantic found, naming the key."""
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", root: type[BaseModel] | None = None
+) -> str:
+    """One sentence for the first problem pydantic found, naming the key.
+
+    ``root`` is the config class whose keys spelling suggestions come from (default
+    :class:`TrainConfig`).
+    """
     err = exc.errors()[0]
     parts = [str(p) for p in err["loc"]]
     algorithm = next((p for p in parts if p in _UNION_TAGS), None)
@@ -315,7 +321,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     if kind == "extra_forbidden":
-        close = _suggest(loc, algorithm)
+        close = _suggest(loc, algorithm, root)
         if close == loc and algorithm is not None:
             return f"config key {loc!r} does not apply to algorithm {algorithm!r}: remove it."
         hint = f" (did you mean {close!r}?)" if close else ""
@@ -337,7 +343,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 _UNION_TAGS = {"grpo", "rloo", "reinforce"}
 
 
-def _known_keys(algorithm: str | None = None) -> set[str]:
+def _known_keys(algorithm: str | None = None, root: type[BaseModel] | None = None) -> set[str]:
     keys: set[str] = set()
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -348,19 +354,21 @@ def _known_keys(algorithm: str | None = None) -> set[str]:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, full + ".")
 
-    walk(TrainConfig, "")
+    walk(root or TrainConfig, "")
+    walk(LoraConfig, "model.lora.")
+    if root is not None and root is not TrainConfig:
+        return keys
     for algo in (GRPOConfig, RLOOConfig, ReinforceConfig):
         if algorithm is None or algo.model_fields["name"].default == algorithm:
             walk(algo, "algorithm.")
-    walk(LoraConfig, "model.lora.")
     return keys
 
 
-def _suggest(loc: str, algorithm: str | None = None) -> str | None:
+def _suggest(loc: str, algorithm: str | None = None, root: type[BaseModel] | None = None) -> str | None:
     """The closest known key to ``loc`` (any algorithm's), or None."""
     import difflib
 
-    close = difflib.get_close_matches(loc, sorted(_known_keys()), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(loc, sorted(_known_keys(root=root)), n=1, cutoff=0.75)
     if close and close[0] != loc and algorithm is not None:
         own = difflib.get_close_matches(loc, sorted(_known_keys(algorithm)), n=1, cutoff=0.75)
         close = own or close
