@@ -136,17 +136,12 @@ class Trainer:
             raise ConfigError("algorithm 'dqn' runs in its own loop: use `rl4gen train` or rl4gen.algorithms.sequence_dqn.SequenceDQN.")
         self.algorithm = build_algorithm(config.algorithm)
 
+        resume_from: Path | None = None
         if resume:
             if run_dir is None:
                 raise ValueError("resume needs the run folder")
             self.run_dir = Path(run_dir)
-        else:
-            holder = [str(run_dir or (new_run_dir(config) if acc.is_main_process else ""))]
-            broadcast_object_list(holder)  # every process writes to the main process's folder
-            self.run_dir = Path(holder[0])
-        self.checkpoints_dir = self.run_dir / "checkpoints"
-        resume_from: Path | None = None
-        if resume:
+            self.checkpoints_dir = self.run_dir / "checkpoints"
             found = list_checkpoints(self.checkpoints_dir)
             if not found:
                 raise CheckpointError(
@@ -197,6 +192,12 @@ class Trainer:
                     f"the run is already at step {self.step}, so max_steps={config.max_steps} leaves nothing "
                     f"to do: resume with --set max_steps=N for some N > {self.step}."
                 )
+        if not resume:
+            # Reserved last, so that a run that fails to start leaves no folder behind.
+            holder = [str(run_dir or (new_run_dir(config) if acc.is_main_process else ""))]
+            broadcast_object_list(holder)  # every process writes to the main process's folder
+            self.run_dir = Path(holder[0])
+            self.checkpoints_dir = self.run_dir / "checkpoints"
 
     # ------------------------------------------------------------------ checkpoints
 

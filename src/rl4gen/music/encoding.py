@@ -189,6 +189,10 @@ def piano_roll_png(melodies: Mapping[str, Sequence[Sequence[int]]], path: str | 
 
     labels = list(melodies)
     rows = max(len(v) for v in melodies.values())
+    pitches = [n.pitch for items in melodies.values() for ev in items for n in events_to_notes(ev)]
+    low, high = (min(pitches) - 2, max(pitches) + 2) if pitches else (LOWEST_MIDI, HIGHEST_MIDI)
+    names = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    ticks = [p for p in range(low, high + 1) if p % 12 in (0, 4, 7)]  # C, E, G
     fig, axes = plt.subplots(rows, len(labels), figsize=(4.2 * len(labels), 1.6 * rows), squeeze=False)
     for j, label in enumerate(labels):
         for i in range(rows):
@@ -200,9 +204,10 @@ def piano_roll_png(melodies: Mapping[str, Sequence[Sequence[int]]], path: str | 
             for note in events_to_notes(events):
                 ax.add_patch(Rectangle((note.start, note.pitch - 0.4), note.duration - 0.1, 0.8, color="tab:blue"))
             ax.set_xlim(0, max(len(events), 1))
-            ax.set_ylim(LOWEST_MIDI - 1, HIGHEST_MIDI + 1)
-            ax.set_yticks([60, 72])
-            ax.set_yticklabels(["C4", "C5"], fontsize=7)
+            ax.set_ylim(low, high)
+            ax.set_yticks(ticks)
+            ax.set_yticklabels([f"{names[p % 12]}{p // 12 - 1}" for p in ticks], fontsize=7)
+            ax.grid(axis="y", alpha=0.2)
             ax.set_xticks(range(0, len(events) + 1, 16))
             ax.tick_params(labelsize=7)
             ax.grid(axis="x", alpha=0.3)
