@@ -15,8 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -36,6 +35,7 @@ from rl4gen.config import (
 )
 from rl4gen.policies.causal_lm import CausalLMPolicy
 from rl4gen.tracking import MetricsLogger
+from rl4gen.trainer import TrainResult, reserve_run_dir
 
 
 class DataConfig(Strict):
@@ -194,13 +194,8 @@ already divided by the step's totals, so that they sum over micro-batches to the
 A ``num_tokens`` entry is this micro-batch's token count instead; the loop logs the running total."""
 
 
-@dataclass
-class OfflineResult:
-    run_dir: Path
-    steps: int
-    initial_eval: dict[str, float] = field(default_factory=dict)
-    final_eval: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
+#: What an offline run returns: the RL trainer's result (run folder, steps, evaluations, history).
+OfflineResult = TrainResult
 
 
 def mix_seed(*parts: int) -> int:
@@ -340,9 +335,8 @@ class OfflineTrainer:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=self.total_steps,
         )
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         label = config.task or Path(config.data.train_file).stem
-        self.run_dir = Path(config.output_dir) / (config.run_name or f"{label}__{command}__{config.seed}__{stamp}")
+        self.run_dir = reserve_run_dir(config.output_dir, config.run_name, f"{label}__{command}__{config.seed}")
 
     def step_indices(self, step: int) -> list[int]:
         """The examples of optimizer step ``step`` (1-based): a fresh permutation per epoch."""

@@ -75,13 +75,13 @@ def build_rewards(config: TrainConfig) -> CombinedReward:
     return CombinedReward(rewards, [spec.weight for spec in config.rewards])
 
 
-def new_run_dir(config: TrainConfig) -> Path:
-    """``run_name`` as given, or a new folder named after the task, algorithm, seed and time,
-    created here so that two runs started in the same second get different folders."""
-    if config.run_name:
-        return Path(config.output_dir) / config.run_name
+def reserve_run_dir(output_dir: str | Path, run_name: str | None, prefix: str) -> Path:
+    """``output_dir/run_name`` as given, or a new folder ``output_dir/{prefix}__{time}`` created
+    here, so that two runs started in the same second get different folders (``-2``, ``-3``...)."""
+    if run_name:
+        return Path(output_dir) / run_name
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = Path(config.output_dir) / f"{config.task}__{config.algorithm.name}__{config.seed}__{stamp}"
+    base = Path(output_dir) / f"{prefix}__{stamp}"
     base.parent.mkdir(parents=True, exist_ok=True)
     for k in range(1000):
         path = base if k == 0 else base.with_name(f"{base.name}-{k + 1}")
@@ -91,6 +91,11 @@ def new_run_dir(config: TrainConfig) -> Path:
         except FileExistsError:
             continue
     raise TrainingError(f"could not create a new run folder next to {str(base)!r}.")
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """The run folder of a new RL run: ``{task}__{algorithm}__{seed}__{time}`` unless named."""
+    return reserve_run_dir(config.output_dir, config.run_name, f"{config.task}__{config.algorithm.name}__{config.seed}")
 
 
 class Trainer:

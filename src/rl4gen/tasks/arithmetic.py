@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
 from rl4gen.models.pretrain import pretrain_lm
-from rl4gen.tasks.base import Task
+from rl4gen.tasks.base import Task, TinyGPTOptions
 
 ALPHABET = "0123456789+-="
 Operation = Literal["+", "-"]
@@ -32,7 +32,7 @@ def _plus_only() -> list[Operation]:
     return ["+"]
 
 
-class ArithmeticOptions(BaseModel):
+class ArithmeticOptions(TinyGPTOptions):
     model_config = ConfigDict(extra="forbid")
 
     digits: int = Field(3, ge=1, le=6)
@@ -49,10 +49,6 @@ class ArithmeticOptions(BaseModel):
     pretrain_steps: int = Field(220, ge=1)
     """MLE steps of the prior (fixed in advance; never tuned on the held-out score)."""
     pretrain_batch_size: int = Field(128, ge=1)
-    n_layer: int = Field(2, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
-    pretrain_seed: int = 0
 
 
 def _is_heldout(a: int, op: str, b: int, every: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rl4gen.config import ConfigError, format_validation_error
 
@@ -23,6 +23,21 @@ def cache_dir() -> Path:
         return Path(os.environ["RL4GEN_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rl4gen"
+
+
+class TinyGPTOptions(BaseModel):
+    """Options shared by the tasks whose prior is a tiny GPT pretrained from scratch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_layer: int = Field(2, ge=1)
+    """Transformer blocks of the prior."""
+    n_embd: int = Field(128, ge=8)
+    """Width of the prior."""
+    n_head: int = Field(4, ge=1)
+    """Attention heads of the prior."""
+    pretrain_seed: int = 0
+    """Seed of the prior's initial weights and data order."""
 
 
 class Task(ABC):

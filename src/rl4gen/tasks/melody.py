@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.music.encoding import EVENT_CHARS, events_to_text, segments
 from rl4gen.music.theory import RULES, TheoryConfig, melody_metrics
-from rl4gen.tasks.base import Task
+from rl4gen.tasks.base import Task, TinyGPTOptions
 
 #: The recipe's rule weights: the violations the evaluation counts weigh most. Motifs and
 #: intervals are rewarded per note, so a large weight buys more, shorter notes (measured: at 0.1
@@ -40,7 +40,7 @@ DEFAULT_RULE_WEIGHTS: dict[str, float] = {
 }
 
 
-class MelodyOptions(BaseModel):
+class MelodyOptions(TinyGPTOptions):
     model_config = ConfigDict(extra="forbid")
 
     segment_length: int = Field(32, ge=8, le=256)
@@ -62,10 +62,6 @@ class MelodyOptions(BaseModel):
     pretrain_steps: int = Field(1500, ge=1)
     """MLE steps of the prior (fixed in advance)."""
     pretrain_batch_size: int = Field(64, ge=1)
-    n_layer: int = Field(2, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
-    pretrain_seed: int = 0
 
 
 class MelodyTask(Task):

@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from rl4gen.config import ConfigError
 from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.rewards.text import LexiconReward
-from rl4gen.tasks.base import Task
+from rl4gen.tasks.base import Task, TinyGPTOptions
 from rl4gen.tasks.prompts import load_prompts
 
 HELDOUT_PLAYS = ("hamlet", "macbeth", "tempest")
 ALPHABET = "\n !&',-.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-class ShakespeareOptions(BaseModel):
+class ShakespeareOptions(TinyGPTOptions):
     model_config = ConfigDict(extra="forbid")
 
     prompt_chars: int = Field(64, ge=4, le=400)
@@ -44,10 +44,6 @@ class ShakespeareOptions(BaseModel):
     """Tokens per pretraining sequence."""
     vocab_size: int = Field(1024, ge=300, le=8192)
     """Size of the byte-level BPE vocabulary trained on the plays."""
-    n_layer: int = Field(2, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
-    pretrain_seed: int = 0
 
 
 def texts_dir() -> Path:
