@@ -237,7 +237,7 @@ def sample(
     num: Annotated[int, typer.Option(min=1, help="Samples per prompt.")] = 1,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 1.0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
-    max_completion_length: Annotated[int, typer.Option(min=1)] = 64,
+    max_completion_length: Annotated[int | None, typer.Option(min=1, help="Default: the run's own, else 64.")] = None,
     seed: int = 0,
 ) -> None:
     """Print completions of a model (or a trained run) for the given prompts."""
@@ -251,7 +251,12 @@ def sample(
 
         if not prompt:
             raise ConfigError("no prompts given: pass at least one --prompt TEXT.")
-        gen_cfg = GenerationConfig(temperature=temperature or 1.0, top_p=top_p, max_completion_length=max_completion_length)
+        length = max_completion_length
+        if length is None:
+            run_config = Path(model) / "config.yaml"
+            saved = read_yaml(run_config) if run_config.is_file() else {}
+            length = int((saved.get("generation") or {}).get("max_completion_length", 64))
+        gen_cfg = GenerationConfig(temperature=temperature or 1.0, top_p=top_p, max_completion_length=length)
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen_cfg)
         rollout = policy.sample(prompt, num, generator=torch.Generator().manual_seed(seed), greedy=temperature == 0)
         for ctx, text in zip(rollout.contexts, rollout.samples):

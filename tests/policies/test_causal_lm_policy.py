@@ -569,3 +569,13 @@ def test_stop_token_ids_end_completions(tiny_model_dir: Path) -> None:
         if plus in row:
             at = row.index(plus)
             assert m[: at + 1] == [1.0] * (at + 1) and not any(m[at + 1 :])
+
+
+def test_generation_longer_than_the_model_context_is_a_config_error(tiny_model_dir: Path) -> None:
+    from rl4gen.config import ConfigError, GenerationConfig
+    from rl4gen.policies.causal_lm import CausalLMPolicy
+
+    policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=40))
+    assert policy.context_length() == 32
+    with pytest.raises(ConfigError, match=r"needs 44 positions, but the model has 32: lower max_completion_length to at most 28"):
+        policy.sample([{"prompt": "12+3"}], 2)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl4gen.config import GenerationConfig, LoraConfig
+from rl4gen.config import ConfigError, GenerationConfig, LoraConfig
 from rl4gen.core.rollout import Rollout
 from rl4gen.models import fast_gpt2
 
@@ -226,6 +226,25 @@ class CausalLMPolicy:
             mask[empty, -1] = 1
         return ids, mask
 
+    def context_length(self) -> int | None:
+        """The most positions the model can attend over (None when its config does not say)."""
+        config = getattr(self.model, "config", None)
+        for key in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, key, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def _check_context(self, prompt_tokens: int) -> None:
+        limit = self.context_length()
+        need = prompt_tokens + self.generation.max_completion_length
+        if limit is not None and need > limit:
+            raise ConfigError(
+                f"a prompt of {prompt_tokens} tokens plus max_completion_length "
+                f"{self.generation.max_completion_length} needs {need} positions, but the model has {limit}: "
+                f"lower max_completion_length to at most {max(limit - prompt_tokens, 0)} or shorten the prompt."
+            )
+
     def _filter_logits(self, logits: Tensor) -> Tensor:  # (B, V) scaled logits -> filtered
         top_k, top_p = self.generation.top_k, self.generation.top_p
         if top_k is not None and top_k < logits.shape[-1]:
@@ -251,6 +270,7 @@ class CausalLMPolicy:
         contexts = list(contexts)
         expanded = [c for c in contexts for _ in range(num_samples)]
         prompt_ids, prompt_mask = self.encode_prompts([prompt_text(c) for c in expanded])
+        self._check_context(int(prompt_mask.sum(dim=1).max()))
         device = self.device
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         with torch.inference_mode():
