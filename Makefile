@@ -22,7 +22,7 @@ $(BASE): pyproject.toml
 
 # Test runner, the benchmark's peer (TRL) and the level environments, for `make test` and `make bench`.
 $(EXTRAS): $(BASE)
-	$(PIP) install --quiet -e ".[test,bench,levels]"
+	$(PIP) install --quiet -e ".[test,bench,levels,dialogue]"
 	touch $(EXTRAS)
 
 setup: $(EXTRAS)
