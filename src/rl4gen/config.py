@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -171,11 +179,12 @@ class PPOConfig(Strict):
     whiten_advantages: bool = True
     """Whiten the advantages over the batch's tokens (zero mean, unit variance), as TRL does."""
 
-    @model_validator(mode="after")
-    def _check_adaptive(self) -> PPOConfig:
-        if self.adaptive_kl and self.kl_coef == 0:
-            raise ValueError("adaptive_kl needs a starting kl_coef above 0 (a zero coefficient never adapts)")
-        return self
+    @field_validator("adaptive_kl")
+    @classmethod
+    def _check_adaptive(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("kl_coef") == 0:
+            raise ValueError("the adaptive controller needs a starting kl_coef above 0 (a zero coefficient never adapts)")
+        return value
 
 
 AlgorithmConfig = Annotated[
@@ -378,6 +387,11 @@ def format_validation_error(
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     if kind == "extra_forbidden":
+        if (algorithm, loc) in _EQUIVALENT_KEYS:
+            return (
+                f"config key {loc!r} does not apply to algorithm {algorithm!r}: "
+                f"use {_EQUIVALENT_KEYS[algorithm, loc]!r} instead."
+            )
         close = _suggest(loc, algorithm, root)
         if close == loc and algorithm is not None:
             return f"config key {loc!r} does not apply to algorithm {algorithm!r}: remove it."
@@ -398,6 +412,13 @@ def format_validation_error(
 
 
 _UNION_TAGS = {"grpo", "rloo", "reinforce", "ppo"}
+
+#: Keys of the critic-free algorithms and what PPO calls the same thing (TRL's names).
+_EQUIVALENT_KEYS = {
+    ("ppo", "algorithm.beta"): "algorithm.kl_coef",
+    ("ppo", "algorithm.epsilon"): "algorithm.cliprange",
+    ("ppo", "algorithm.num_iterations"): "algorithm.num_ppo_epochs",
+}
 
 
 def _known_keys(algorithm: str | None = None, root: type[BaseModel] | None = None) -> set[str]:

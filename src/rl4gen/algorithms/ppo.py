@@ -92,7 +92,7 @@ class PPO:
         assert rollout.rewards is not None and rollout.values is not None and rollout.returns is not None
         mask = rollout.mask
         stats = {
-            "kl_coef": torch.tensor(self._kl_coef_used),
+            "kl_coef": torch.tensor(self._kl_coef_used, dtype=torch.float64),
             "losses/explained_variance": explained_variance(rollout.values, rollout.returns, mask),
             "values/mean": masked_sum(rollout.values, mask) / mask.sum().clamp(min=1.0),
         }
@@ -102,7 +102,7 @@ class PPO:
             stats["objective/kl"] = seq_kl.mean()
             stats["objective/non_score_reward"] = (-self._kl_coef_used * seq_kl).mean()
             stats["objective/rlhf_reward"] = (rollout.rewards - self._kl_coef_used * seq_kl).mean()
-        return {k: v.detach().float().cpu() for k, v in stats.items()}
+        return {k: v.detach().double().cpu() for k, v in stats.items()}
 
     def end_step(self, metrics: dict[str, float], num_sequences: int) -> None:
         if "objective/kl" in metrics:
