@@ -300,8 +300,10 @@ def config_error(algorithm: dict[str, Any], **top: Any) -> str:
         (
             {"kl_coef": 0.0, "adaptive_kl": True},
             {},
-            "config key 'algorithm.adaptive_kl' has an invalid value True: the adaptive controller needs a starting "
-            "kl_coef above 0 (a zero coefficient never adapts).",
+            (
+                "config key 'algorithm.adaptive_kl' has an invalid value True: the adaptive controller needs a "
+                "starting kl_coef above 0 (a zero coefficient never adapts)."
+            ),
         ),
         (
             {"num_mini_batches": 8},
