@@ -387,11 +387,9 @@ def format_validation_error(
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     if kind == "extra_forbidden":
-        if (algorithm, loc) in _EQUIVALENT_KEYS:
-            return (
-                f"config key {loc!r} does not apply to algorithm {algorithm!r}: "
-                f"use {_EQUIVALENT_KEYS[algorithm, loc]!r} instead."
-            )
+        equivalent = _EQUIVALENT_KEYS.get((algorithm or "", loc))
+        if equivalent is not None:
+            return f"config key {loc!r} does not apply to algorithm {algorithm!r}: use {equivalent!r} instead."
         close = _suggest(loc, algorithm, root)
         if close == loc and algorithm is not None:
             return f"config key {loc!r} does not apply to algorithm {algorithm!r}: remove it."
