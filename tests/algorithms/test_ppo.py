@@ -254,23 +254,21 @@ def test_resume_reproduces_uninterrupted_run(tiny_model_dir: Path, tmp_path: Pat
     assert resumed.algorithm.state_dict()["kl_coef"] != 0.05  # the controller moved and was restored
 
 
-def test_ppo_raises_heldout_reward_on_the_arithmetic_prior(arithmetic_prior: Path, tmp_path: Path, one_thread: None) -> None:
-    """The real task from its pretrained prior: 12 PPO steps of the recipe at a quarter of its batch.
+def test_ppo_raises_reward_on_the_arithmetic_prior(arithmetic_prior: Path, tmp_path: Path, one_thread: None) -> None:
+    """The real task from its pretrained prior: the first 6 steps of the recipe (512 samples each).
 
-    The held-out exact-answer reward of greedy answers (``eval/accuracy``) is the reliable signal
-    at this size (measured: 0.36 -> 0.65); the sampled reward at temperature 0.5 moves within its
-    noise over 12 steps of 128 samples, so the test asserts on the held-out reward and on the
-    critic having learned something (its values rise from ~0 toward the mean return)."""
+    Measured with this fixture's prior: sampled reward 0.24 -> 0.31, held-out greedy accuracy
+    0.57 -> 0.70, critic values 0.04 -> 0.14. (At a quarter of the batch the sampled reward stays
+    within its noise over 12 steps, and the first updates can set it back.)"""
     config = load_train_config(
         str(REPO / "configs" / "arithmetic-ppo.yaml"),
-        [
-            f"output_dir={tmp_path}", "max_steps=12", "prompts_per_step=32", "algorithm.num_generations=4",
-            "learning_rate=1e-4", "warmup_steps=0", "lr_scheduler_type=constant",
-            "eval_steps=12", "eval_size=256", "save_steps=100",
-        ],
-    )  # fmt: skip
+        [f"output_dir={tmp_path}", "max_steps=6", "eval_steps=6", "eval_size=256", "save_steps=100"],
+    )
     result = Trainer(config, show_progress=False).train()
-    assert result.final_eval["accuracy"] > result.initial_eval["accuracy"] + 0.1, (result.initial_eval, result.final_eval)
+    rewards = [h["reward"] for h in result.history]
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-2:]) / 2
+    assert last > first + 0.03, f"reward did not rise: first 2 steps {first:.3f}, last 2 {last:.3f}"
+    assert result.final_eval["accuracy"] > result.initial_eval["accuracy"] + 0.05, (result.initial_eval, result.final_eval)
     values = [h["values/mean"] for h in result.history]
     assert values[-1] > values[0] + 0.03, values
 
