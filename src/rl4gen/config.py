@@ -234,7 +234,7 @@ class TrainConfig(Strict):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    """Micro-batches each batch of samples is split into for forward/backward."""
+    """Micro-batches each batch of samples (PPO: each minibatch) is split into for forward/backward."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Clip the gradient norm to this value; null disables clipping."""
     reference_metrics: bool = False
