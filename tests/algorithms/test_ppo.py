@@ -119,6 +119,36 @@ def test_rollout_metrics_and_adaptive_controller_state():
     assert fresh.kl_ctl.value == algo.kl_ctl.value
 
 
+# ------------------------------------------------------------------------------ the critic
+
+
+def test_value_head_shares_the_forward_pass_and_round_trips(tiny_model_dir: Path, tmp_path: Path, one_thread: None) -> None:
+    from rl4gen.config import GenerationConfig
+    from rl4gen.policies.causal_lm import CausalLMPolicy
+
+    policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=6))
+    policy.add_value_head()
+    assert policy.value_head is not None
+    r = policy.sample(["12+34=", "5+6="], 2, generator=torch.Generator().manual_seed(0))
+    logp, values = policy.log_probs_and_values(r)
+    assert values.requires_grad and values.shape == r.actions.shape
+    torch.testing.assert_close(logp, policy.log_probs(r), atol=0, rtol=0)  # same numbers as log_probs
+    torch.testing.assert_close(values.detach() * r.mask, policy.values(r), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logp.detach() * r.mask, r.logprobs, atol=1e-5, rtol=0)  # ratio 1 at first
+    policy.fast_decoding = False  # transformers' own forward gives the same hidden states
+    torch.testing.assert_close(policy.values(r), values.detach() * r.mask, atol=1e-5, rtol=0)
+
+    with torch.no_grad():
+        policy.value_head.bias.fill_(0.25)
+    policy.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "value_head.safetensors").is_file()
+    again = CausalLMPolicy.from_pretrained(tmp_path / "saved")
+    again.add_value_head()  # a folder holding a value head gives it back
+    assert again.value_head is not None
+    for a, b in zip(policy.value_head.parameters(), again.value_head.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 # ------------------------------------------------------------------------------ training runs
 
 
