@@ -257,10 +257,12 @@ class Interrupt(Exception):
     """Stands for a crash in the middle of a run."""
 
 
-def test_resume_reproduces_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path, one_thread: None) -> None:
+@pytest.mark.parametrize("extra", [[], ["model.lora.r=4", "model.lora.target_modules=[c_attn]"]], ids=["full", "lora"])
+def test_resume_reproduces_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path, extra: list[str], one_thread: None) -> None:
     sets = [
         "max_steps=5", "save_steps=2", "lr_scheduler_type=cosine", "warmup_steps=2",
         "algorithm.num_mini_batches=2", "algorithm.adaptive_kl=true", "algorithm.target_kl=0.01", "algorithm.horizon=50",
+        *extra,
     ]  # fmt: skip
     full = Trainer(tiny_config(tiny_model_dir, tmp_path / "full", *sets), rewards=length_reward(), show_progress=False)
     full.train()
