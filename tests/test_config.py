@@ -197,15 +197,15 @@ def test_missing_task_is_required() -> None:
 
 
 def test_unknown_algorithm_names_algorithm_name_and_the_choices() -> None:
-    msg = config_error({"task": "arithmetic", "algorithm": {"name": "ppo"}})
+    msg = config_error({"task": "arithmetic", "algorithm": {"name": "trpo"}})
     assert "algorithm.name" in msg
-    assert "'ppo'" in msg
-    assert "grpo, rloo or reinforce" in msg
+    assert "'trpo'" in msg
+    assert "grpo, rloo, reinforce, ppo or dqn" in msg
 
 
 def test_unknown_algorithm_message_quotes_only_the_name() -> None:
-    msg = config_error({"task": "arithmetic", "algorithm": {"name": "ppo", "beta": 0.1}})
-    assert "unknown algorithm 'ppo'" in msg
+    msg = config_error({"task": "arithmetic", "algorithm": {"name": "trpo", "beta": 0.1}})
+    assert "unknown algorithm 'trpo'" in msg
     assert "beta" not in msg
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -135,7 +143,53 @@ class DQNConfig(_AlgorithmBase):
     """Copy the Q-network into the target network every this many training steps."""
 
 
-AlgorithmConfig = Annotated[GRPOConfig | RLOOConfig | ReinforceConfig | DQNConfig, Field(discriminator="name")]
+class PPOConfig(Strict):
+    """PPO with a critic, the InstructGPT recipe (Schulman et al., 2017; Ziegler et al., 2019;
+    Ouyang et al., 2022). Field names follow TRL's PPOConfig."""
+
+    name: Literal["ppo"] = "ppo"
+    num_generations: int = Field(1, ge=1)
+    """Samples per context; PPO's baseline is the critic, so it needs no groups and 1 is allowed."""
+    kl_coef: float = Field(0.05, ge=0)
+    """Weight of the per-token KL penalty in the reward (the starting value when adaptive_kl)."""
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL estimator in the reward: k1 = log p - log p_ref (InstructGPT), or k3."""
+    adaptive_kl: bool = False
+    """Adapt kl_coef toward target_kl with Ziegler et al.'s proportional controller."""
+    target_kl: float = Field(6.0, gt=0)
+    """Target of the adaptive controller: mean summed KL per sequence, in nats."""
+    horizon: int = Field(10000, ge=1)
+    """Horizon of the adaptive controller, in sequences (larger = slower adaptation)."""
+    num_ppo_epochs: int = Field(4, ge=1)
+    """Passes over each batch of samples; ratios are taken against the sampling log-probs."""
+    num_mini_batches: int = Field(1, ge=1)
+    """Minibatches (optimizer steps) per pass; rows are shuffled between passes."""
+    cliprange: float = Field(0.2, gt=0, lt=1)
+    """Clip range of the policy's importance ratio."""
+    cliprange_value: float = Field(0.2, gt=0)
+    """Clip range of the new value around the sampling-time value."""
+    vf_coef: float = Field(0.1, ge=0)
+    """Weight of the value loss in the joint loss (policy and critic share the model)."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    """Discount per token."""
+    lam: float = Field(0.95, ge=0, le=1)
+    """GAE's lambda: 1 = Monte-Carlo returns minus the value, 0 = one-step TD errors."""
+    whiten_rewards: bool = False
+    """Scale the per-token rewards to unit variance over the batch (mean kept) before GAE."""
+    whiten_advantages: bool = True
+    """Whiten the advantages over the batch's tokens (zero mean, unit variance), as TRL does."""
+
+    @field_validator("adaptive_kl")
+    @classmethod
+    def _check_adaptive(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("kl_coef") == 0:
+            raise ValueError("the adaptive controller needs a starting kl_coef above 0 (a zero coefficient never adapts)")
+        return value
+
+
+AlgorithmConfig = Annotated[
+    GRPOConfig | RLOOConfig | ReinforceConfig | PPOConfig | DQNConfig, Field(discriminator="name")
+]
 
 
 class RewardSpec(Strict):
@@ -180,7 +234,7 @@ class TrainConfig(Strict):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    """Micro-batches each batch of samples is split into for forward/backward."""
+    """Micro-batches each batch of samples (PPO: each minibatch) is split into for forward/backward."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Clip the gradient norm to this value; null disables clipping."""
     reference_metrics: bool = False
@@ -203,6 +257,18 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _check_batch(self) -> TrainConfig:
         batch = self.prompts_per_step * self.algorithm.num_generations
+        if isinstance(self.algorithm, PPOConfig):
+            if self.algorithm.num_mini_batches > batch:
+                raise ValueError(
+                    f"algorithm.num_mini_batches ({self.algorithm.num_mini_batches}) exceeds the "
+                    f"{batch} samples per step (prompts_per_step x num_generations)"
+                )
+            batch //= self.algorithm.num_mini_batches
+            if self.gradient_accumulation_steps > batch:
+                raise ValueError(
+                    f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) exceeds the "
+                    f"{batch} samples per minibatch (prompts_per_step x num_generations / num_mini_batches)"
+                )
         if self.gradient_accumulation_steps > batch:
             raise ValueError(
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) exceeds the "
@@ -321,6 +387,9 @@ def format_validation_error(
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     if kind == "extra_forbidden":
+        equivalent = _EQUIVALENT_KEYS.get((algorithm or "", loc))
+        if equivalent is not None:
+            return f"config key {loc!r} does not apply to algorithm {algorithm!r}: use {equivalent!r} instead."
         close = _suggest(loc, algorithm, root)
         if close == loc and algorithm is not None:
             return f"config key {loc!r} does not apply to algorithm {algorithm!r}: remove it."
@@ -332,7 +401,7 @@ def format_validation_error(
         return f"config key {loc!r} is required: set it in the config file or with --set {loc}=..."
     if kind == "union_tag_invalid":
         name = value.get("name") if isinstance(value, dict) else value
-        return f"config key {loc or 'algorithm'}.name has an unknown algorithm {name!r}: use grpo, rloo or reinforce."
+        return f"config key {loc or 'algorithm'}.name has an unknown algorithm {name!r}: use grpo, rloo, reinforce, ppo or dqn."
     if not loc:
         return f"config is invalid: {msg}."
     if isinstance(value, (dict, list)) and len(repr(value)) > 80:
@@ -340,7 +409,14 @@ def format_validation_error(
     return f"config key {loc!r} has an invalid value {value!r}: {msg}."
 
 
-_UNION_TAGS = {"grpo", "rloo", "reinforce"}
+_UNION_TAGS = {"grpo", "rloo", "reinforce", "ppo"}
+
+#: Keys of the critic-free algorithms and what PPO calls the same thing (TRL's names).
+_EQUIVALENT_KEYS = {
+    ("ppo", "algorithm.beta"): "algorithm.kl_coef",
+    ("ppo", "algorithm.epsilon"): "algorithm.cliprange",
+    ("ppo", "algorithm.num_iterations"): "algorithm.num_ppo_epochs",
+}
 
 
 def _known_keys(algorithm: str | None = None, root: type[BaseModel] | None = None) -> set[str]:
@@ -358,7 +434,7 @@ def _known_keys(algorithm: str | None = None, root: type[BaseModel] | None = Non
     walk(LoraConfig, "model.lora.")
     if root is not None and root is not TrainConfig:
         return keys
-    for algo in (GRPOConfig, RLOOConfig, ReinforceConfig):
+    for algo in (GRPOConfig, RLOOConfig, ReinforceConfig, PPOConfig):
         if algorithm is None or algo.model_fields["name"].default == algorithm:
             walk(algo, "algorithm.")
     return keys

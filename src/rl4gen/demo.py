@@ -99,7 +99,8 @@ def _shakespeare_demo(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs: dict[str, Path] = {}
     results = {}
-    betas = [0.0, base.algorithm.beta if base.algorithm.beta > 0 else 0.2]
+    base_beta = float(getattr(base.algorithm, "beta", 0.0))
+    betas = [0.0, base_beta if base_beta > 0 else 0.2]
     for beta in betas:
         cfg = _config(
             "shakespeare",

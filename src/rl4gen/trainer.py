@@ -166,6 +166,8 @@ class Trainer:
             policy = CausalLMPolicy.from_pretrained(
                 model_path, config.generation, use_reference=self.needs_reference, lora=config.model.lora
             )
+        if self.algorithm.needs_values:
+            policy.add_value_head()  # the critic shares the policy's trunk
         self.policy = policy
 
         params = self.policy.trainable_parameters()
@@ -181,7 +183,7 @@ class Trainer:
             {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[config.lr_scheduler_type],
             self.optimizer,
             num_warmup_steps=config.warmup_steps,
-            num_training_steps=config.max_steps * self.algorithm.num_iterations,
+            num_training_steps=config.max_steps * self.algorithm.num_iterations * self.algorithm.num_mini_batches,
         )
         self.policy.prepare(acc)
         self.step = 0
@@ -271,6 +273,8 @@ class Trainer:
         rollout = self.policy.sample(contexts, self.config.algorithm.num_generations, generator=sample_gen)
         if self.needs_reference:
             rollout.ref_logprobs = self.policy.ref_log_probs(rollout)
+        if self.algorithm.needs_values:
+            rollout.values = self.policy.values(rollout)  # the critic at sampling time
         scored = self.rewards(rollout.samples, rollout.contexts)
         rollout.rewards = scored.total.to(rollout.actions.device)
         rollout.advantages = self.algorithm.advantages(rollout)
@@ -278,65 +282,81 @@ class Trainer:
         return rollout, scored.components
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """``num_iterations`` optimizer steps over the rollout, in micro-batches."""
+        """``num_iterations`` passes over the rollout, each in ``num_mini_batches`` minibatches
+        (one optimizer step each, rows shuffled between passes when there are several), each
+        minibatch in ``gradient_accumulation_steps`` micro-batches."""
         acc = self.accelerator
-        cfg = self.config
+        algo = self.algorithm
         n = len(rollout)
-        tokens = torch.tensor([float(rollout.num_tokens)], device=acc.device)
-        global_tokens = float(acc.reduce(tokens, reduction="sum").item())
-        totals = StepTotals(
-            num_sequences=float(n),
-            num_tokens=global_tokens / acc.num_processes,
-            max_completion_length=cfg.generation.max_completion_length,
-        )
-        chunks = torch.arange(n).tensor_split(cfg.gradient_accumulation_steps)
+        shuffle = torch.Generator().manual_seed(_mix_seed(self.config.seed, self.step + 1, acc.process_index, 3))
         sums: dict[str, float] = {}
         losses, grad_norms, lrs = [], [], []
-        skipped = 0
-        for _ in range(self.algorithm.num_iterations):
-            step_loss = 0.0
-            for k, idx in enumerate(chunks):
-                batch = rollout.select(idx)
-                last = k == len(chunks) - 1
-                sync = contextlib.nullcontext() if last else acc.no_sync(self.policy.train_model)
-                with sync:
-                    logprobs = self.policy.log_probs(batch)
-                    out = self.algorithm.loss(logprobs, batch, totals)
-                    acc.backward(out.loss)
-                step_loss += float(out.loss.detach().item())
-                for key, value in out.token_sums.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.item())
-            params = self.policy.trainable_parameters()
-            max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-            grad_norm = float(acc.clip_grad_norm_(params, max_norm))
-            lrs.append(self.scheduler.get_last_lr()[0])
-            if math.isfinite(grad_norm) and math.isfinite(step_loss):
-                self.optimizer.step()
-                self.scheduler.step()
-                self._consecutive_skips = 0
-            else:
-                skipped += 1
-                self.skipped_steps += 1
-                self._consecutive_skips += 1
-                if self._consecutive_skips >= cfg.max_skipped_steps:
-                    raise TrainingError(
-                        f"{self._consecutive_skips} consecutive updates had a non-finite loss or "
-                        f"gradient (last loss {step_loss}, grad norm {grad_norm}): lower learning_rate, "
-                        "set max_grad_norm, or check the rewards' scale."
-                    )
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.append(step_loss)
-            grad_norms.append(grad_norm)
-        local_tokens = float(rollout.num_tokens) * self.algorithm.num_iterations
+        for _ in range(algo.num_iterations):
+            order = torch.randperm(n, generator=shuffle) if algo.num_mini_batches > 1 else torch.arange(n)
+            for rows in order.tensor_split(algo.num_mini_batches):
+                loss, grad_norm, lr = self._optimizer_step(rollout, rows, sums)
+                losses.append(loss)
+                grad_norms.append(grad_norm)
+                lrs.append(lr)
+        local_tokens = float(rollout.num_tokens) * algo.num_iterations
         metrics = {
             "loss": sum(losses) / len(losses),
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "learning_rate": lrs[-1],
         }
-        for key in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "kl"):
-            if key in sums:
-                metrics[key] = sums[key] / max(local_tokens, 1.0)
+        for key, value in sums.items():  # token sums -> means over every token of every pass
+            metrics[key] = value / max(local_tokens, 1.0)
         return metrics
+
+    def _optimizer_step(self, rollout: Rollout, rows: Tensor, sums: dict[str, float]) -> tuple[float, float, float]:
+        """One optimizer step on ``rollout``'s ``rows`` (a minibatch), in micro-batches; adds the
+        loss's token sums into ``sums``. Returns the minibatch loss, gradient norm and learning rate."""
+        acc = self.accelerator
+        cfg = self.config
+        minibatch = rollout.select(rows) if len(rows) < len(rollout) else rollout
+        tokens = torch.tensor([float(minibatch.num_tokens)], device=acc.device)
+        global_tokens = float(acc.reduce(tokens, reduction="sum").item())
+        totals = StepTotals(
+            num_sequences=float(len(minibatch)),
+            num_tokens=global_tokens / acc.num_processes,
+            max_completion_length=cfg.generation.max_completion_length,
+        )
+        chunks = torch.arange(len(minibatch)).tensor_split(cfg.gradient_accumulation_steps)
+        step_loss = 0.0
+        for k, idx in enumerate(chunks):
+            batch = minibatch.select(idx)
+            last = k == len(chunks) - 1
+            sync = contextlib.nullcontext() if last else acc.no_sync(self.policy.train_model)
+            with sync:
+                if self.algorithm.needs_values:
+                    logprobs, values = self.policy.log_probs_and_values(batch)
+                    out = self.algorithm.loss(logprobs, batch, totals, values=values)
+                else:
+                    logprobs = self.policy.log_probs(batch)
+                    out = self.algorithm.loss(logprobs, batch, totals)
+                acc.backward(out.loss)
+            step_loss += float(out.loss.detach().item())
+            for key, value in out.token_sums.items():
+                sums[key] = sums.get(key, 0.0) + float(value.item())
+        params = self.policy.trainable_parameters()
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+        grad_norm = float(acc.clip_grad_norm_(params, max_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        if math.isfinite(grad_norm) and math.isfinite(step_loss):
+            self.optimizer.step()
+            self.scheduler.step()
+            self._consecutive_skips = 0
+        else:
+            self.skipped_steps += 1
+            self._consecutive_skips += 1
+            if self._consecutive_skips >= cfg.max_skipped_steps:
+                raise TrainingError(
+                    f"{self._consecutive_skips} consecutive updates had a non-finite loss or "
+                    f"gradient (last loss {step_loss}, grad norm {grad_norm}): lower learning_rate, "
+                    "set max_grad_norm, or check the rewards' scale."
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss, grad_norm, lr
 
     def _rollout_metrics(self, rollout: Rollout, components: dict[str, Tensor]) -> dict[str, float]:
         acc = self.accelerator
@@ -368,6 +388,8 @@ class Trainer:
         step_tokens = torch.tensor([float(prompt_tokens + rollout.num_tokens)], device=acc.device)
         self.num_tokens += int(acc.reduce(step_tokens, reduction="sum").item())
         metrics["num_tokens"] = float(self.num_tokens)
+        for key, value in self.algorithm.rollout_metrics(rollout).items():
+            metrics[key] = float(acc.reduce(value.reshape(1).to(acc.device), reduction="mean"))
         return metrics
 
     def evaluate(self) -> dict[str, float]:
@@ -445,6 +467,7 @@ class Trainer:
                 rollout, components = self.collect(step)
                 metrics = self._rollout_metrics(rollout, components)
                 metrics.update(self.update(rollout))
+                self.algorithm.end_step(metrics, len(rollout) * acc.num_processes)
                 self.step = step
                 metrics["skipped_steps"] = float(self.skipped_steps)
                 metrics["step_time"] = time.perf_counter() - start

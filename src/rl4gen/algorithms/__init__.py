@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rl4gen.algorithms.base import Algorithm, LossOutput, StepTotals
 from rl4gen.algorithms.grpo import GRPO
+from rl4gen.algorithms.ppo import PPO
 from rl4gen.algorithms.reinforce import Reinforce
 from rl4gen.algorithms.rloo import RLOO
-from rl4gen.config import GRPOConfig, ReinforceConfig, RLOOConfig
+from rl4gen.config import GRPOConfig, PPOConfig, ReinforceConfig, RLOOConfig
 
 
-def build_algorithm(config: GRPOConfig | RLOOConfig | ReinforceConfig) -> Algorithm:
+def build_algorithm(config: GRPOConfig | RLOOConfig | ReinforceConfig | PPOConfig) -> Algorithm:
     """The algorithm object for a validated algorithm config."""
     if isinstance(config, GRPOConfig):
         return GRPO(config)
@@ -17,7 +18,9 @@ def build_algorithm(config: GRPOConfig | RLOOConfig | ReinforceConfig) -> Algori
         return RLOO(config)
     if isinstance(config, ReinforceConfig):
         return Reinforce(config)
+    if isinstance(config, PPOConfig):
+        return PPO(config)
     raise TypeError(f"no algorithm for config {type(config).__name__}")
 
 
-__all__ = ["GRPO", "RLOO", "Algorithm", "LossOutput", "Reinforce", "StepTotals", "build_algorithm"]
+__all__ = ["GRPO", "PPO", "RLOO", "Algorithm", "LossOutput", "Reinforce", "StepTotals", "build_algorithm"]

@@ -27,7 +27,9 @@ class GRPO:
     def __init__(self, config: GRPOConfig) -> None:
         self.config = config
         self.num_iterations = config.num_iterations
+        self.num_mini_batches = 1
         self.needs_reference = config.beta > 0
+        self.needs_values = False
 
     def advantages(self, rollout: Rollout) -> Tensor:  # (B,)
         assert rollout.rewards is not None
@@ -35,7 +37,7 @@ class GRPO:
             rollout.rewards, rollout.group_ids, self.config.scale_rewards
         )
 
-    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals) -> LossOutput:
+    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals, values: Tensor | None = None) -> LossOutput:
         cfg = self.config
         assert batch.advantages is not None
         eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
@@ -56,6 +58,12 @@ class GRPO:
             num_tokens=totals.num_tokens,
         )
         return LossOutput(loss, {k: v.detach() for k, v in sums.items()})
+
+    def rollout_metrics(self, rollout: Rollout) -> dict[str, Tensor]:
+        return {}
+
+    def end_step(self, metrics: dict[str, float], num_sequences: int) -> None:
+        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {}

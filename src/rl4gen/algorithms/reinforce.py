@@ -28,7 +28,9 @@ class Reinforce:
     def __init__(self, config: ReinforceConfig) -> None:
         self.config = config
         self.num_iterations = 1  # on-policy by definition
+        self.num_mini_batches = 1
         self.needs_reference = config.beta > 0
+        self.needs_values = False
         self.baseline: float | None = None
 
     def advantages(self, rollout: Rollout) -> Tensor:  # (B,)
@@ -42,7 +44,7 @@ class Reinforce:
             adv = whiten(adv)
         return adv
 
-    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals) -> LossOutput:
+    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals, values: Tensor | None = None) -> LossOutput:
         cfg = self.config
         assert batch.advantages is not None
         per_token = -batch.advantages.unsqueeze(1) * logprobs  # (B, T)
@@ -60,6 +62,12 @@ class Reinforce:
             num_tokens=totals.num_tokens,
         )
         return LossOutput(loss, sums)
+
+    def rollout_metrics(self, rollout: Rollout) -> dict[str, Tensor]:
+        return {}
+
+    def end_step(self, metrics: dict[str, float], num_sequences: int) -> None:
+        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline}

@@ -38,7 +38,9 @@ class RLOO:
     def __init__(self, config: RLOOConfig) -> None:
         self.config = config
         self.num_iterations = config.num_iterations
+        self.num_mini_batches = 1
         self.needs_reference = config.beta > 0
+        self.needs_values = False
 
     def advantages(self, rollout: Rollout) -> Tensor:  # (B,)
         rewards = kl_penalised_rewards(rollout, self.config.beta)
@@ -47,7 +49,7 @@ class RLOO:
             adv = whiten(adv)
         return adv
 
-    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals) -> LossOutput:
+    def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals, values: Tensor | None = None) -> LossOutput:
         cfg = self.config
         assert batch.advantages is not None
         eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
@@ -66,6 +68,12 @@ class RLOO:
             num_tokens=totals.num_tokens,
         )
         return LossOutput(loss, {k: v.detach() for k, v in sums.items()})
+
+    def rollout_metrics(self, rollout: Rollout) -> dict[str, Tensor]:
+        return {}
+
+    def end_step(self, metrics: dict[str, float], num_sequences: int) -> None:
+        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -1,6 +1,8 @@
-"""Advantage estimators for generative RL: group-normalised (GRPO), leave-one-out (RLOO), whitening.
+"""Advantage estimators for generative RL: group-normalised (GRPO), leave-one-out (RLOO),
+generalised advantage estimation with a critic (PPO), whitening.
 
-All functions are pure: tensors in, tensors out, no state. Rewards are one scalar per sample.
+All functions are pure: tensors in, tensors out, no state. Rewards are one scalar per sample,
+except for :func:`gae`, which takes one reward per token.
 """
 
 from __future__ import annotations
@@ -83,3 +85,32 @@ def whiten(
     if not shift_mean:
         out = out + mean
     return out * mask
+
+
+def gae(
+    rewards: Tensor,  # (B, T) per-token rewards, right-padded
+    values: Tensor,  # (B, T) critic values V(s_t) of the state before each action
+    mask: Tensor,  # (B, T) 1 on real tokens, 0 on the padding after the end
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:  # advantages (B, T), returns (B, T)
+    """Generalised advantage estimation (Schulman et al., 2016).
+
+    ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)`` and ``A_t = delta_t + gamma * lam * A_{t+1}``,
+    with ``V = 0`` and ``A = 0`` after a sequence's last real token (the episode ends there).
+    Returns are ``A_t + V(s_t)``, the value targets. Padding positions are 0 in both outputs.
+    ``lam = 1`` gives Monte-Carlo returns minus the value; ``lam = 0`` the one-step TD error.
+    """
+    m = mask.to(values.dtype)
+    rewards = rewards * m
+    values = values * m
+    b, t = values.shape
+    next_value = torch.zeros(b, dtype=values.dtype, device=values.device)  # V(s_{t+1})
+    running = torch.zeros_like(next_value)  # A_{t+1}
+    out = torch.zeros_like(values)
+    for i in reversed(range(t)):
+        delta = rewards[:, i] + gamma * next_value - values[:, i]
+        running = (delta + gamma * lam * running) * m[:, i]
+        out[:, i] = running
+        next_value = values[:, i]
+    return out, (out + values) * m

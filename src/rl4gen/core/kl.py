@@ -32,3 +32,32 @@ def kl_estimate(
     if estimator == "k3":
         return torch.exp(log_ratio) - log_ratio - 1.0
     raise ValueError(f"KL estimator must be 'k1', 'k2' or 'k3', got {estimator!r}")
+
+
+class FixedKLController:
+    """A constant KL coefficient (``value``), with the adaptive controller's interface."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Nothing to adapt."""
+
+
+class AdaptiveKLController:
+    """The adaptive KL coefficient of Ziegler et al., "Fine-Tuning Language Models from Human
+    Preferences", 2019 (section 2.2): a proportional controller steering the KL toward ``target``.
+
+    ``e = clip(KL / target - 1, -0.2, 0.2)`` and ``value <- value * (1 + e * n_steps / horizon)``,
+    where ``KL`` is the mean summed KL per sequence of the last batch and ``n_steps`` the number of
+    sequences in it.
+    """
+
+    def __init__(self, kl_coef: float, target: float, horizon: int) -> None:
+        self.value = kl_coef
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon

@@ -101,3 +101,49 @@ def clip_fractions(clipped: ClippedLoss, mask: Tensor) -> dict[str, Tensor]:
     low = masked_sum(clipped.low_clipped.to(m.dtype), m)
     high = masked_sum(clipped.high_clipped.to(m.dtype), m)
     return {"clip_ratio/low_mean": low, "clip_ratio/high_mean": high, "clip_ratio/region_mean": low + high}
+
+
+@dataclass
+class ClippedValueLoss:
+    """Per-token clipped value loss and where the clipped term was the larger one."""
+
+    per_token_loss: Tensor  # (B, T) 0.5 * max((v - R)^2, (v_clip - R)^2)
+    clipped: Tensor  # (B, T) bool: the clipped error exceeded the unclipped one
+
+
+def clipped_value_loss(
+    values: Tensor,  # (B, T) current critic, with gradients
+    old_values: Tensor,  # (B, T) critic at sampling time
+    returns: Tensor,  # (B, T) value targets
+    cliprange_value: float,
+) -> ClippedValueLoss:
+    """PPO's clipped value loss, per token (as in OpenAI baselines and TRL):
+    ``0.5 * max((v - R)^2, (clip(v, v_old - c, v_old + c) - R)^2)``.
+
+    The new value may not profit from moving more than ``c`` away from the sampling-time value.
+    Masking and averaging are left to the caller.
+    """
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    loss_unclipped = (values - returns) ** 2
+    loss_clipped = (clipped_values - returns) ** 2
+    per_token = 0.5 * torch.max(loss_unclipped, loss_clipped)
+    return ClippedValueLoss(per_token, loss_clipped > loss_unclipped)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:  # scalar
+    """``1 - Var(returns - values) / Var(returns)`` over the masked tokens (population variances).
+
+    1 is a perfect critic, 0 one no better than a constant, negative worse than a constant. A batch
+    whose returns do not vary gives NaN, as in Stable-Baselines3.
+    """
+    m = mask.to(values.dtype)
+    n = m.sum().clamp(min=1.0)
+
+    def var(x: Tensor) -> Tensor:
+        mean = (x * m).sum() / n
+        return (((x - mean) * m) ** 2).sum() / n
+
+    var_returns = var(returns)
+    if float(var_returns) == 0.0:
+        return torch.tensor(float("nan"), dtype=values.dtype)
+    return 1.0 - var(returns - values) / var_returns

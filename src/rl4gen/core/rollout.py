@@ -30,12 +30,13 @@ class Rollout:
     values: Tensor | None = None  # (B, T) critic values, for algorithms with a critic
     rewards: Tensor | None = None  # (B,) combined reward per sample
     advantages: Tensor | None = None  # (B,) or (B, T) advantages
+    returns: Tensor | None = None  # (B, T) value targets, for algorithms with a critic
     truncated: Tensor | None = None  # (B,) True where generation hit max_completion_length
     extras: dict[str, Tensor] = field(default_factory=dict)  # policy-specific tensors (B, ...)
 
     def __post_init__(self) -> None:
         b, t = self.actions.shape
-        for name in ("mask", "logprobs", "ref_logprobs", "values"):
+        for name in ("mask", "logprobs", "ref_logprobs", "values", "returns"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (b, t):
                 raise ValueError(f"Rollout.{name} has shape {tuple(value.shape)}, expected {(b, t)}")

@@ -113,6 +113,17 @@ def completion_logits(
     return gpt.logits(x[:, start - 1 : -1])
 
 
+def completion_hidden(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
+) -> tuple[Tensor, Tensor]:  # logits (B, S - start, V), hidden (B, S - start, C)
+    """Like :func:`completion_logits`, also returning the last hidden state (after the final
+    layer norm, as transformers' ``hidden_states[-1]``) at the same positions, for a value head."""
+    gpt = _GPT2(model)
+    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
+    h = gpt._ln(x[:, start - 1 : -1], gpt.t.ln_f)
+    return h @ gpt.lm_head.T, h
+
+
 class GPT2FastDecoder(_GPT2):
     """Prefill + one-token steps with a preallocated KV cache for a ``GPT2LMHeadModel``."""
 

@@ -5,7 +5,9 @@ with the model's KV cache under ``torch.inference_mode()``, recording each chose
 log-prob (at the sampling temperature, before top-p/top-k truncation, as TRL does) and the
 entropy of its distribution. ``log_probs`` recomputes the same quantities in one forward pass
 with gradients. The reference for the KL term is a frozen copy of the starting weights, or, for
-a LoRA policy, the same model with its adapter disabled.
+a LoRA policy, the same model with its adapter disabled. Algorithms with a critic (PPO) add a
+value head (:meth:`CausalLMPolicy.add_value_head`): a linear layer on the last hidden state,
+sharing the model's forward pass, trained in full also when the model is a LoRA adapter.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from torch import Tensor, nn
 from rl4gen.config import ConfigError, GenerationConfig, LoraConfig
 from rl4gen.core.rollout import Rollout
 from rl4gen.models import fast_gpt2
+
+#: The value head's weights, next to the model's in a saved folder.
+VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class ModelLoadError(ValueError):
@@ -118,6 +123,8 @@ class CausalLMPolicy:
             self.ref_model = copy.deepcopy(model).eval()
             self.ref_model.requires_grad_(False)
         self.source: str | None = None  # the directory the weights were loaded from
+        self.value_head: nn.Linear | None = None  # critic V(s_t) on the last hidden state (PPO)
+        self.train_value_head: nn.Module | None = None  # the same, DDP-wrapped in parallel
         self.eos_token_id = int(tokenizer.eos_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id)
         self._stop_ids = self._single_token_stops()
@@ -162,7 +169,8 @@ class CausalLMPolicy:
         return policy
 
     def save(self, directory: str | Path) -> None:
-        """Write weights (safetensors) and tokenizer with ``save_pretrained``."""
+        """Write weights (safetensors) and tokenizer with ``save_pretrained``; the value head,
+        if any, goes to ``value_head.safetensors`` beside them."""
         from rl4gen import quiet_transformers
 
         quiet_transformers()
@@ -170,10 +178,17 @@ class CausalLMPolicy:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(directory), safe_serialization=True)
         self.tokenizer.save_pretrained(str(directory))
+        if self.value_head is not None:
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
+            save_file(state, str(directory / VALUE_HEAD_FILE))
 
     def load_weights(self, directory: str | Path) -> None:
         """Load trained weights written by :meth:`save` into this policy (the reference stays)."""
         directory = str(directory)
+        if self.value_head is not None:
+            self._load_value_head(Path(directory) / VALUE_HEAD_FILE)
         if self.is_lora:
             from peft import load_peft_weights, set_peft_model_state_dict
 
@@ -184,13 +199,44 @@ class CausalLMPolicy:
         loaded = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
         self.model.load_state_dict(loaded.state_dict())
 
+    def add_value_head(self) -> None:
+        """Give the policy a critic: ``Linear(hidden_size, 1)`` on the last hidden state, one value
+        per completion token. Weights saved by an earlier run in the source folder are loaded;
+        otherwise they start small (std 1 / (hidden_size + 1)) with a zero bias, so values start
+        near 0. Call before building the optimizer and before :meth:`prepare`."""
+        if self.value_head is not None:
+            return
+        hidden = int(self.model.config.hidden_size)
+        head = nn.Linear(hidden, 1)
+        nn.init.normal_(head.weight, std=1.0 / (hidden + 1))
+        nn.init.zeros_(head.bias)
+        self.value_head = head.to(self.device)
+        self.train_value_head = self.value_head
+        saved = Path(self.source).expanduser() / VALUE_HEAD_FILE if self.source else None
+        if saved is not None and saved.is_file():
+            self._load_value_head(saved)
+
+    def _load_value_head(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        assert self.value_head is not None
+        if not path.is_file():
+            raise ModelLoadError(f"{str(path)!r} is missing: the folder holds no value head for this critic.")
+        self.value_head.load_state_dict(load_file(str(path), device=str(self.device)))
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            params += list(self.value_head.parameters())
+        return params
 
     def prepare(self, accelerator: Any) -> None:
         """Place the model with Accelerate; gradients then flow through the wrapped copy."""
         self.train_model = accelerator.prepare(self.model)
         self.model = accelerator.unwrap_model(self.train_model)
+        if self.value_head is not None:
+            self.train_value_head = accelerator.prepare(self.value_head)
+            self.value_head = accelerator.unwrap_model(self.train_value_head)
         if self.ref_model is not None:
             self.ref_model.to(accelerator.device)
 
@@ -422,30 +468,62 @@ class CausalLMPolicy:
 
     # ---------------------------------------------------------------- scoring
 
-    def completion_logits(self, rollout: Rollout, model: nn.Module | None = None) -> Tensor:  # (B, T, V)
-        """Raw logits at every completion position (those that predict ``rollout.actions``),
-        from ``model`` (default: the trained model, with gradients)."""
-        model = self.train_model if model is None else model
+    def _scoring_inputs(self, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor, int]:
         assert rollout.prompt_ids is not None and rollout.prompt_mask is not None
         p = rollout.prompt_ids.shape[1]
         input_ids = torch.cat([rollout.prompt_ids, rollout.actions], dim=1)  # (B, P+T)
         attn = torch.cat([rollout.prompt_mask.to(rollout.mask.dtype), rollout.mask], dim=1)
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
+        return input_ids, attn, position_ids, p
+
+    def completion_logits(self, rollout: Rollout, model: nn.Module | None = None) -> Tensor:  # (B, T, V)
+        """Raw logits at every completion position (those that predict ``rollout.actions``),
+        from ``model`` (default: the trained model, with gradients)."""
+        model = self.train_model if model is None else model
+        input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
         if self.fast_decoding and fast_gpt2.supports(model):  # unwrapped GPT-2 (not DDP, not LoRA)
             return fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
         logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
         return logits[:, p - 1 : -1, :]
 
-    def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-        logits = self.completion_logits(rollout, model).float() / self.generation.temperature  # (B, T, V)
-        logp_all = torch.log_softmax(logits, dim=-1)
+    def _completion_logits_and_hidden(self, rollout: Rollout, model: nn.Module) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, V) and last hidden states (B, T, C) at the completion positions."""
+        input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
+        if self.fast_decoding and fast_gpt2.supports(model):
+            return fast_gpt2.completion_hidden(model, input_ids, attn, position_ids, p)
+        out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=True)
+        return out.logits[:, p - 1 : -1, :], out.hidden_states[-1][:, p - 1 : -1, :]
+
+    def _logprobs_from_logits(self, logits: Tensor, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        logp_all = torch.log_softmax(logits.float() / self.generation.temperature, dim=-1)  # (B, T, V)
         logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)  # (B, T)
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
         return logp, entropy
 
+    def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        return self._logprobs_from_logits(self.completion_logits(rollout, model), rollout, with_entropy)
+
     def log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
         """Per-token log-probs of the rollout's completions under the current weights."""
         return self._forward_logprobs(self.train_model, rollout)[0]
+
+    def log_probs_and_values(self, rollout: Rollout) -> tuple[Tensor, Tensor]:  # (B, T), (B, T)
+        """Log-probs (as :meth:`log_probs`) and critic values ``V(s_t)`` of the state before each
+        completion token, from one forward pass, with gradients. Needs :meth:`add_value_head`."""
+        if self.train_value_head is None:
+            raise RuntimeError("this policy has no value head: call add_value_head() first")
+        logits, hidden = self._completion_logits_and_hidden(rollout, self.train_model)
+        values = self.train_value_head(hidden.float()).squeeze(-1)  # (B, T)
+        return self._logprobs_from_logits(logits, rollout)[0], values
+
+    def values(self, rollout: Rollout) -> Tensor:  # (B, T)
+        """Critic values ``V(s_t)`` at the current weights, without gradients (0 on padding)."""
+        if self.value_head is None:
+            raise RuntimeError("this policy has no value head: call add_value_head() first")
+        with torch.inference_mode():
+            _, hidden = self._completion_logits_and_hidden(rollout, self.model)
+            values = self.value_head(hidden.float()).squeeze(-1) * rollout.mask
+        return values.clone()
 
     def rollout_for(self, prompts: Sequence[Any], completions: Sequence[str]) -> Rollout:
         """A rollout holding given completions (not sampled), to score them with
