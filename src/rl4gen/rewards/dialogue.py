@@ -20,14 +20,16 @@ from typing import Any
 
 from rl4gen.rewards.base import register_reward
 
-ACTION_WORDS = frozenset(
-    "try start go keep make write put give hold walk water plant save pay split wait study practise practice "
-    "book pack sleep stop avoid boil cook bake fry feed lift read take drink plan test use add cut visit "
-    "speak swing compare".split()
-)
-NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten fifteen twenty thirty half percent once twice".split()
-)
+ACTION_WORDS = frozenset({
+    "try", "start", "go", "keep", "make", "write", "put", "give", "hold", "walk", "water", "plant", "save",
+    "pay", "split", "wait", "study", "practise", "practice", "book", "pack", "sleep", "stop", "avoid", "boil",
+    "cook", "bake", "fry", "feed", "lift", "read", "take", "drink", "plan", "test", "use", "add", "cut",
+    "visit", "speak", "swing", "compare",
+})
+NUMBER_WORDS = frozenset({
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "fifteen", "twenty",
+    "thirty", "half", "percent", "once", "twice",
+})
 HEDGES = ("not sure", "it depends", "maybe", "good question", "let me think", "i think so", "many ways")
 _WORD = re.compile(r"[a-z0-9']+")
 
