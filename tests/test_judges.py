@@ -188,3 +188,10 @@ def test_bootstrap_a_reward_model_from_judged_pairs(tmp_path: Path) -> None:
     result = train_reward_model(cfg, show_progress=False, log=lambda m: None)
     assert result.final_eval["eval/accuracy"] > 0.6 > result.initial_eval["eval/accuracy"]
     assert result.final_eval["eval/loss"] < result.initial_eval["eval/loss"]
+
+
+def test_the_recipe_resolves_with_dry_run(tmp_path: Path) -> None:
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "arithmetic-prefs.yaml"
+    result = _runner.invoke(app, ["prefs", "generate", str(recipe), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "judge:" in result.output and "num_generations: 4" in result.output
