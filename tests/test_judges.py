@@ -188,6 +188,11 @@ def test_bootstrap_a_reward_model_from_judged_pairs(tmp_path: Path) -> None:
     result = train_reward_model(cfg, show_progress=False, log=lambda m: None)
     assert result.final_eval["eval/accuracy"] > 0.6 > result.initial_eval["eval/accuracy"]
     assert result.final_eval["eval/loss"] < result.initial_eval["eval/loss"]
+    # the learned model is itself a judge: it ranks the held-out pairs as its eval accuracy says
+    judge = build_judge("reward", type="reward_model", args={"path": str(result.run_dir)})
+    prefs = judge.compare([p.prompt for p in held_out], [p.chosen for p in held_out], [p.rejected for p in held_out])
+    agreement = sum(p > 0 for p in prefs) / len(prefs)
+    assert agreement == pytest.approx(result.final_eval["eval/accuracy"], abs=0.02)  # batching may flip a near tie
 
 
 def test_the_recipe_resolves_with_dry_run(tmp_path: Path) -> None:

@@ -98,3 +98,20 @@ def test_one_grpo_lora_step_on_cpu(smol_dir: Path, tmp_path: Path) -> None:
     step = next(r for r in rows if r.get("step") == 1 and "reward" in r)
     assert all(math.isfinite(step[k]) for k in ("reward", "loss", "grad_norm", "step_time"))
     assert (tmp_path / "smol" / "model" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+@needs_packages
+def test_smollm2_as_a_judge(smol_dir: Path) -> None:
+    from rl4gen.judges import build_judge
+
+    questions = ["What is the capital of France?", "Say something kind to a friend.", "What is 2+2?"]
+    good = ["The capital of France is Paris.", "You are a wonderful friend and I am glad to know you.", "2+2 is 4."]
+    bad = ["The capital of France is Berlin.", "Go away, I hate you.", "2+2 is 5."]
+    chat = [f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n" for q in questions]
+    likelihood = build_judge("model", path=str(smol_dir))
+    assert all(p > 0.1 for p in likelihood.compare(chat, good, bad))
+    ask = build_judge("model", path=str(smol_dir), mode="ask", batch_size=2)
+    forward, backward = ask.compare(questions, good, bad), ask.compare(questions, bad, good)
+    assert forward == pytest.approx([-p for p in backward], abs=1e-5)  # both orders asked: no position bias
+    assert all(-1 <= p <= 1 for p in forward)
