@@ -212,6 +212,7 @@ def test_model_strings_are_escaped_and_tokens_not_logged(app_client: TestClient,
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "v&lt;b&gt;1&lt;/b&gt;" in page
     assert "<script" not in page  # the pages run no script at all
+    assert "script-src 'none'" in c.get("/rate").headers["content-security-policy"]
     logged = caplog.text
     assert invite not in logged and cookie not in logged and ADMIN not in logged
 
