@@ -34,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from rl4gen.config import ConfigError
+
 #: What a rater may answer: one sample is liked or disliked; a pair gets a, b or tie.
 RATING_VALUES = ("like", "dislike")
 COMPARISON_VALUES = ("a", "b", "tie")
@@ -155,7 +157,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaError(RuntimeError):
+class SchemaError(ConfigError):
     """The database was written by a newer rl4gen than this one."""
 
 

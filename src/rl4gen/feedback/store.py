@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from rl4gen.config import ConfigError
 from rl4gen.feedback.db import (
     COMPARISON_VALUES,
     RATING_VALUES,
@@ -31,7 +32,7 @@ from rl4gen.feedback.db import (
 )
 
 
-class FeedbackError(ValueError):
+class FeedbackError(ConfigError):
     """A request the database cannot honour; ``status`` is the HTTP code the server answers."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -229,6 +230,39 @@ def _png(image: Any) -> bytes:
     return buf.getvalue()
 
 
+def piano_roll(midi: bytes, scale: int = 4) -> bytes | None:
+    """A piano-roll PNG of a MIDI file: one row per pitch in its range, one column per tick
+    step (notes drawn as bars); None when the file holds no notes."""
+    import mido
+    from PIL import Image, ImageDraw
+
+    try:
+        song = mido.MidiFile(file=io.BytesIO(midi))
+    except (OSError, ValueError, EOFError):
+        return None
+    notes: list[tuple[int, int, int]] = []  # (pitch, start, end) in ticks
+    for track in song.tracks:
+        t, on = 0, {}
+        for msg in track:
+            t += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                on[msg.note] = t
+            elif msg.type in ("note_off", "note_on") and msg.note in on:
+                notes.append((msg.note, on.pop(msg.note), t))
+    if not notes:
+        return None
+    unit = max(1, song.ticks_per_beat // 4)  # sixteenth notes
+    low, high = min(n[0] for n in notes), max(n[0] for n in notes)
+    end = max(n[2] for n in notes) // unit + 1
+    image = Image.new("RGB", (end * scale * 2, (high - low + 1) * scale * 2), (250, 250, 246))
+    draw = ImageDraw.Draw(image)
+    for pitch, start, stop in notes:
+        y = (high - pitch) * scale * 2
+        draw.rectangle((start // unit * scale * 2, y, max(start // unit + 1, stop // unit) * scale * 2 - 1, y + scale * 2 - 1),
+                       fill=(74, 123, 208))
+    return _png(image)
+
+
 def import_run(session: Session, run_dir: str | Path) -> int:
     """Load a run folder's samples: ``samples/step_*.jsonl`` (text), ``samples/levels.jsonl``
     (levels, drawn as PNG), ``*.mid`` (melodies, with a same-named PNG as piano roll when there
@@ -276,7 +310,11 @@ def import_run(session: Session, run_dir: str | Path) -> int:
             roll = path.with_suffix(".png")
             if roll.is_file():
                 skip.add(roll.name)
-                session.add(Media(sample_id=sample.id, role="image", mime="image/png", data=roll.read_bytes()))
+                picture: bytes | None = roll.read_bytes()
+            else:
+                picture = piano_roll(path.read_bytes())
+            if picture:
+                session.add(Media(sample_id=sample.id, role="image", mime="image/png", data=picture))
             added += 1
     for path in sorted(folder.rglob("*.png")):
         if path.name in skip or path.with_suffix(".mid").is_file():

@@ -1,0 +1,145 @@
+"""From a run folder into the database and back out: import, export, and `rl4gen reward train
+--from-db`, whose accuracy lands on the dashboard and whose scores order the active queue."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rl4gen.cli import app
+from rl4gen.data import load_preferences, load_ratings
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def make_run(tmp_path: Path) -> Path:
+    """A run folder with text samples, levels, a melody and an image, as training leaves them."""
+    import mido
+    from PIL import Image
+
+    run = tmp_path / "arith__grpo__0__20261121-000000"
+    samples = run / "samples"
+    (samples / "melodies").mkdir(parents=True)
+    rows = []
+    for step in (1, 2):
+        for a in range(4):
+            prompt = f"{a}+{a}="
+            rows.append((step, {"step": step, "prompt": prompt, "completion": str(2 * a if step == 2 else 2 * a + 1), "reward": 0.0}))
+    for step in (1, 2):
+        lines = [json.dumps(r) for s, r in rows if s == step]
+        (samples / f"step_{step:06d}.jsonl").write_text("\n".join(lines) + "\n")
+    (samples / "levels.jsonl").write_text(json.dumps({"problem": "binary", "level": ["#..#", "....", "#..#"]}) + "\n")
+    song = mido.MidiFile()
+    track = mido.MidiTrack()
+    song.tracks.append(track)
+    for note in (60, 64, 67):
+        track.append(mido.Message("note_on", note=note, velocity=64, time=0))
+        track.append(mido.Message("note_off", note=note, velocity=0, time=240))
+    song.save(samples / "melodies" / "chorale_0.mid")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(samples / "digit_3.png")
+    return run
+
+
+def test_import_export_and_reward_train_from_db(tmp_path: Path, tiny_model_dir: Path, one_thread: None) -> None:
+    db = str(tmp_path / "feedback.db")
+    run = make_run(tmp_path)
+    code, out, err = cli("feedback", "import", str(run), "--db", db)
+    assert code == 0, err
+    assert "11 new samples" in out  # 8 text + 1 level + 1 melody + 1 image
+    code, out, _ = cli("feedback", "import", str(run), "--db", db)
+    assert "0 new samples" in out  # idempotent
+
+    from sqlalchemy import select
+
+    from rl4gen.feedback.db import Media, Sample
+    from rl4gen.feedback.loop import open_session
+    from rl4gen.feedback.store import create_invites, join, next_pair, record_vote
+
+    with open_session(db) as session:
+        kinds = {s.modality: s for s in session.scalars(select(Sample))}
+        assert set(kinds) == {"text", "level", "melody", "image"}
+        roles = {m.role for m in session.scalars(select(Media).where(Media.sample_id == kinds["melody"].id))}
+        assert roles == {"midi", "image"}  # the MIDI file and a piano roll drawn from it
+        level_png = session.scalars(select(Media.data).where(Media.sample_id == kinds["level"].id)).one()
+        assert level_png[:4] == b"\x89PNG"
+        assert kinds["text"].model_version.startswith("arith__grpo__0__20261121-000000:step_")
+
+        # two raters prefer the right sums (step 2) over the near misses (step 1)
+        import random
+
+        rng = random.Random(0)
+        for name in ("ana", "bob"):
+            rater, _ = join(session, create_invites(session)[0], name)
+            while (pair := next_pair(session, rater, rng)) is not None:
+                a, b = pair
+                right = str(2 * int(a.prompt[0]))
+                value = "a" if a.completion == right else "b"
+                record_vote(session, rater, f"{name}-{a.id}-{b.id}", a.id, value, other_id=b.id)
+                record_vote(session, rater, f"{name}-r-{a.id}", a.id, "like" if a.completion == right else "dislike")
+
+    code, out, err = cli("feedback", "export", str(tmp_path / "prefs.jsonl"), "--db", db)
+    assert code == 0, err
+    prefs = load_preferences(tmp_path / "prefs.jsonl")
+    assert len(prefs) == 8 and all(int(p.chosen) == 2 * int(p.prompt[0]) for p in prefs)
+    code, out, err = cli("feedback", "export", str(tmp_path / "ratings.jsonl"), "--db", db, "--format", "ratings")
+    assert code == 0, err
+    assert len(load_ratings(tmp_path / "ratings.jsonl")) == 8
+    code, _, err = cli("feedback", "export", str(tmp_path / "x.jsonl"), "--db", db, "--format", "csv")
+    assert code == 2 and "unknown export format 'csv'" in err
+
+    recipe = tmp_path / "rm.yaml"
+    recipe.write_text(
+        f"model: {{path: {tiny_model_dir}}}\ndata: {{train_file: unused.jsonl}}\noutput_dir: {tmp_path / 'runs'}\n"
+        "per_device_train_batch_size: 4\nmax_steps: 4\nlearning_rate: 1.0e-2\nnum_heads: 2\n"
+    )
+    code, out, err = cli("reward", "train", str(recipe), "--from-db", db, "--no-progress")
+    assert code == 0, err
+    assert "exported 8 preference pairs" in err and "recorded held-out accuracy" in err
+    run_dir = Path(re.search(r"run folder: (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert (run_dir / "model").is_dir()
+
+    from rl4gen.feedback.store import dashboard_stats
+
+    with open_session(db) as session:
+        stats = dashboard_stats(session)
+        assert len(stats["reward_model"]) == 1 and 0 <= stats["reward_model"][0]["accuracy"] <= 1
+        scored = [s for s in session.scalars(select(Sample).where(Sample.modality == "text"))]
+        assert all(s.rm_mean is not None and s.rm_std is not None for s in scored)
+
+
+def test_feedback_command_errors(tmp_path: Path) -> None:
+    code, _, err = cli("feedback", "import", str(tmp_path), "--db", str(tmp_path / "f.db"))
+    assert code == 2 and "no samples/ folder" in err
+    recipe = tmp_path / "rm.yaml"
+    recipe.write_text("model: {path: nowhere}\ndata: {train_file: unused.jsonl}\n")
+    code, _, err = cli("reward", "train", str(recipe), "--from-db", str(tmp_path / "empty.db"))
+    assert code == 2 and "no preference pairs yet" in err
+    code, out, _ = cli("feedback", "invite", "--db", str(tmp_path / "f.db"), "--count", "3")
+    assert code == 0 and len(out.split()) == 3
+
+
+@pytest.mark.parametrize("value", ["tie"])
+def test_ties_are_not_exported(tmp_path: Path, value: str) -> None:
+    from rl4gen.feedback.loop import open_session
+    from rl4gen.feedback.store import (
+        add_samples,
+        create_invites,
+        join,
+        preference_records,
+        record_vote,
+    )
+
+    with open_session(str(tmp_path / "f.db")) as session:
+        add_samples(session, [{"prompt": "p", "completion": "x"}, {"prompt": "p", "completion": "y"}])
+        rater, _ = join(session, create_invites(session)[0], "ana")
+        record_vote(session, rater, "v" * 10, 1, value, other_id=2)
+        assert list(preference_records(session)) == []
