@@ -165,7 +165,7 @@ def test_queues_and_export_round_trip(app_client: TestClient, tmp_path: Path) ->
             assert c.post("/api/votes", json=body, headers=who).status_code == 201
     stats = c.get("/api/stats", headers=ana).json()
     assert stats["votes"] == 4 + 3 + 3
-    assert stats["agreement"]["items"] == 3 and stats["agreement"]["rate"] == 1.0
+    assert stats["agreement"]["shared_items"] == 3 and stats["agreement"]["rate"] == 1.0
     assert {v["version"] for v in stats["versions"]} == {"run:step_1", "run:step_2"}
 
     prefs = c.get("/api/admin/export", params={"format": "preferences"}, headers=admin_headers())
@@ -228,7 +228,8 @@ def test_page_form_votes_and_bad_form(app_client: TestClient) -> None:
     assert c.post("/vote", data=form, follow_redirects=False).status_code == 303  # a resubmitted form
     r = c.post("/vote", data={**form, "vote_id": vid(), "value": "meh"}, headers={"Accept": "text/html"})
     assert r.status_code == 422 and "like / dislike" in r.text
-    assert "Votes: <span id=\"vote-count\">1</span>" in c.get("/dashboard").text
+    dashboard = c.get("/dashboard").text
+    assert "Votes: <span id=\"vote-count\">1</span>" in dashboard and "No item has two raters yet." in dashboard
     assert c.get("/static/style.css").status_code == 200
 
 

@@ -154,6 +154,7 @@ def create_app(
     engine = make_engine(db_url)
     Session_ = session_factory(engine)
     limiter = RateLimiter(rate_limit_per_minute, rate_limit_burst)
+    write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
     rng = random.Random(seed)
     rng_lock = threading.Lock()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -263,7 +264,7 @@ def create_app(
     @app.post("/api/votes")
     def api_vote(body: VoteIn, rater: RaterDep, session: SessionDep) -> JSONResponse:
         limited(rater)
-        result = store.record_vote(session, rater, body.vote_id, body.sample_id, body.value, body.other_id, body.comment)
+        result = store.record_vote(session, rater, body.vote_id, body.sample_id, body.value, body.other_id, body.comment, write_lock)
         vote = result.vote
         payload = {"id": vote.id, "vote_id": vote.vote_id, "kind": vote.kind, "created": result.created}
         _after_vote(app, session, vote)
@@ -372,7 +373,7 @@ def create_app(
         rater = current_rater(request, session)
         body = VoteIn(vote_id=vote_id, sample_id=sample_id, other_id=other_id, value=value, comment=comment)
         limited(rater)
-        result = store.record_vote(session, rater, body.vote_id, body.sample_id, body.value, body.other_id, body.comment)
+        result = store.record_vote(session, rater, body.vote_id, body.sample_id, body.value, body.other_id, body.comment, write_lock)
         _after_vote(app, session, result.vote)
         return RedirectResponse(back if back in ("/rate", "/compare", "/live") else "/rate", status_code=303)
 

@@ -9,6 +9,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,19 @@ class VoteResult:
 
 
 def record_vote(
-    session: Session, rater: Rater, vote_id: str, sample_id: int, value: str, other_id: int | None = None, comment: str = ""
+    session: Session,
+    rater: Rater,
+    vote_id: str,
+    sample_id: int,
+    value: str,
+    other_id: int | None = None,
+    comment: str = "",
+    write_lock: AbstractContextManager[Any] | None = None,
 ) -> VoteResult:
-    """Store one vote exactly once: a repeated ``vote_id`` of the same rater returns the stored row."""
+    """Store one vote exactly once: a repeated ``vote_id`` of the same rater returns the stored row.
+
+    ``write_lock`` serialises the write in this process (SQLite allows one writer at a time, and
+    its busy handler sleeps in coarse steps when writers collide)."""
     kind = "comparison" if other_id is not None else "rating"
     allowed = COMPARISON_VALUES if kind == "comparison" else RATING_VALUES
     if value not in allowed:
@@ -104,7 +115,8 @@ def record_vote(
     vote = Vote(vote_id=vote_id, rater_id=rater.id, kind=kind, sample_id=sample_id, other_id=other_id, value=value, comment=comment)
     session.add(vote)
     try:
-        session.commit()
+        with write_lock or nullcontext():
+            session.commit()
     except IntegrityError:  # the same vote id arrived twice at once: the other request stored it
         session.rollback()
         existing = _stored_vote(session, rater.id, vote_id)
@@ -459,7 +471,7 @@ def agreement(session: Session) -> dict[str, Any]:
             for j in range(i + 1, len(values)):
                 pairs += 1
                 same += values[i] == values[j]
-    return {"items": items, "pairs": pairs, "rate": (same / pairs) if pairs else None}
+    return {"shared_items": items, "rater_pairs": pairs, "rate": (same / pairs) if pairs else None}
 
 
 def record_reward_model_eval(session: Session, model: str, accuracy: float, pairs: int) -> None:
