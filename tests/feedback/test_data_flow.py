@@ -112,6 +112,7 @@ def test_import_export_and_reward_train_from_db(tmp_path: Path, tiny_model_dir: 
     with open_session(db) as session:
         stats = dashboard_stats(session)
         assert len(stats["reward_model"]) == 1 and 0 <= stats["reward_model"][0]["accuracy"] <= 1
+        assert stats["accuracy_plot"]["points"]
         scored = [s for s in session.scalars(select(Sample).where(Sample.modality == "text"))]
         assert all(s.rm_mean is not None and s.rm_std is not None for s in scored)
 

@@ -446,7 +446,17 @@ def dashboard_stats(session: Session) -> dict[str, Any]:
         "versions": [{"version": k or "(none)", **v} for k, v in sorted(per_version.items())],
         "agreement": agreement(session),
         "reward_model": evals,
+        "accuracy_plot": line_plot([e["accuracy"] for e in evals]),
     }
+
+
+def line_plot(values: list[float], width: int = 320, height: int = 120, pad: int = 10) -> dict[str, Any]:
+    """Points of an SVG polyline for values in [0, 1] (the dashboard draws plots without script)."""
+    if not values:
+        return {"points": "", "dots": [], "width": width, "height": height}
+    step = (width - 2 * pad) / max(1, len(values) - 1)
+    xy = [(pad + i * step, height - pad - v * (height - 2 * pad)) for i, v in enumerate(values)]
+    return {"points": " ".join(f"{x:.1f},{y:.1f}" for x, y in xy), "dots": xy, "width": width, "height": height}
 
 
 def agreement(session: Session) -> dict[str, Any]:
