@@ -433,7 +433,7 @@ def dashboard_stats(session: Session) -> dict[str, Any]:
         per_version[win]["wins"] += n
         per_version[lose]["losses"] += n
     total = session.scalar(select(func.count(Vote.id))) or 0
-    evals = [
+    evals: list[dict[str, Any]] = [
         {"model": m, "accuracy": acc, "pairs": p, "at": at.isoformat(timespec="seconds")}
         for m, acc, p, at in session.execute(
             select(RewardModelEval.model, RewardModelEval.accuracy, RewardModelEval.pairs, RewardModelEval.created_at).order_by(RewardModelEval.id)
@@ -446,7 +446,7 @@ def dashboard_stats(session: Session) -> dict[str, Any]:
         "versions": [{"version": k or "(none)", **v} for k, v in sorted(per_version.items())],
         "agreement": agreement(session),
         "reward_model": evals,
-        "accuracy_plot": line_plot([e["accuracy"] for e in evals]),
+        "accuracy_plot": line_plot([float(e["accuracy"]) for e in evals]),
     }
 
 
