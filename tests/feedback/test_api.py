@@ -197,6 +197,10 @@ def test_admin_deletes(app_client: TestClient) -> None:
     c.post("/api/votes", json={"vote_id": vid(), "sample_id": 3, "value": "dislike"}, headers=rater)
     assert c.delete("/api/admin/samples/3", headers=admin_headers()).status_code == 200
     assert c.get("/api/stats", headers=rater).json()["votes"] == 0
+    me = c.get("/api/me", headers=rater).json()["rater_id"]
+    assert c.delete(f"/api/admin/raters/{me}", headers=rater).status_code == 403
+    assert c.delete(f"/api/admin/raters/{me}", headers=admin_headers()).status_code == 200
+    assert c.get("/api/me", headers=rater).status_code == 401  # the token is revoked
 
 
 def test_model_strings_are_escaped_and_tokens_not_logged(app_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

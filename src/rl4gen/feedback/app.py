@@ -303,6 +303,16 @@ def create_app(
         store.delete_vote(session, vote_row_id)
         return {"deleted": vote_row_id}
 
+    @app.delete("/api/admin/raters/{rater_id}", dependencies=[Depends(admin)])
+    def api_deactivate_rater(rater_id: int, session: SessionDep) -> dict[str, Any]:
+        """Revoke a rater's token (their votes stay; delete them one by one if needed)."""
+        rater = session.get(Rater, rater_id)
+        if rater is None:
+            raise FeedbackError(f"no rater with id {rater_id}.", 404)
+        rater.active = False
+        session.commit()
+        return {"deactivated": rater_id}
+
     @app.get("/api/admin/export", dependencies=[Depends(admin)])
     def api_export(session: SessionDep, format: str = "preferences") -> PlainTextResponse:
         import json
@@ -388,7 +398,7 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    _register_live(app, render, page_rater, db, pick)
+    _register_live(app, render, page_rater, db, limited)
     return app
 
 
@@ -415,10 +425,12 @@ def _after_vote(app: FastAPI, session: Session, vote: Any) -> None:
         completer.on_vote(session, vote)
 
 
-def _register_live(app: FastAPI, render: Callable[..., HTMLResponse], page_rater: Callable[..., Any], db: Any, pick: Any) -> None:
+def _register_live(
+    app: FastAPI, render: Callable[..., HTMLResponse], page_rater: Callable[..., Any], db: Any, limited: Callable[[Rater], None]
+) -> None:
     """The live completer's routes (``rl4gen.feedback.live``), present only with a completer."""
     if app.state.completer is None:
         return
     from rl4gen.feedback.live import register
 
-    register(app, render, page_rater, db)
+    register(app, render, page_rater, db, limited)

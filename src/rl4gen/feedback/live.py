@@ -86,8 +86,9 @@ class LiveCompleter:
         self.history.append(metrics)
 
 
-def register(app: Any, render: Callable[..., Any], page_rater: Callable[..., Any], db: Any) -> None:
-    """Add ``GET /live`` (the page) and ``POST /live`` (complete a prompt) to the app."""
+def register(app: Any, render: Callable[..., Any], page_rater: Callable[..., Any], db: Any, limited: Callable[[Any], None]) -> None:
+    """Add ``GET /live`` (the page) and ``POST /live`` (complete a prompt) to the app; a request
+    for completions counts against the rater's rate limit like a vote."""
     from fastapi import Depends, Form, Request
     from fastapi.responses import RedirectResponse, Response
     from sqlalchemy import select
@@ -117,6 +118,7 @@ def register(app: Any, render: Callable[..., Any], page_rater: Callable[..., Any
         rater = page_rater(request, session)
         if rater is None:
             raise FeedbackError("sign in first: join with an invite token at /join.", 401)
+        limited(rater)
         prompt = prompt.strip()
         if not prompt or len(prompt) > completer.max_prompt_chars:
             raise FeedbackError(f"the prompt must be 1 to {completer.max_prompt_chars} characters long.", 422)
