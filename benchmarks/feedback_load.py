@@ -55,6 +55,15 @@ def start_server(db: str, admin: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not answer within 60 s")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def rater(client: httpx.AsyncClient, token: str, samples: list[int], votes: int, latencies: list[float], retries: list[int]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     for i in range(votes):
@@ -128,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or str(Path(tmp) / "load.db")
         server = start_server(db, admin, port)
+        client_cpu = time.process_time()
+        server_cpu = _cpu_seconds(server.pid)
         try:
             result = asyncio.run(run(f"http://127.0.0.1:{port}", admin, args.raters, args.votes))
+            result["server_cpu_s"] = _cpu_seconds(server.pid) - server_cpu
+            result["client_cpu_s"] = time.process_time() - client_cpu
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -138,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
           f"unique {result['unique_vote_ids']}, retries {result['retries']} -> {'every vote stored once' if ok else 'MISMATCH'}")
     print(f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
           f"{result['votes_per_s']:.0f} votes/s over {result['seconds']:.1f} s")
+    print(f"CPU: server {result['server_cpu_s']:.1f} s ({1000 * result['server_cpu_s'] / result['sent']:.1f} ms a vote), "
+          f"clients {result['client_cpu_s']:.1f} s, over {result['seconds']:.1f} s of wall time")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if ok else 1
