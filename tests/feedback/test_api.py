@@ -232,6 +232,13 @@ def test_page_form_votes_and_bad_form(app_client: TestClient) -> None:
     assert c.post("/vote", data=form, follow_redirects=False).status_code == 303  # a resubmitted form
     r = c.post("/vote", data={**form, "vote_id": vid(), "value": "meh"}, headers={"Accept": "text/html"})
     assert r.status_code == 422 and "like / dislike" in r.text
+    r = c.post("/vote", data={**form, "vote_id": "short"}, headers={"Accept": "text/html"})
+    assert r.status_code == 422 and "vote_id must be 8 to 64 characters" in r.text
+    r = c.post("/vote", data={**form, "sample_id": "x"})
+    assert r.status_code == 422 and "sample_id" in r.json()["error"]
+    invite = c.post("/api/admin/invites", json={"count": 1}, headers=admin_headers()).json()["invites"][0]
+    r = c.post("/join", data={"invite": invite, "name": "   "}, headers={"Accept": "text/html"})
+    assert r.status_code == 422 and "name must not be empty" in r.text
     dashboard = c.get("/dashboard").text
     assert "Votes: <span id=\"vote-count\">1</span>" in dashboard and "No item has two raters yet." in dashboard
     assert c.get("/static/style.css").status_code == 200
@@ -242,3 +249,29 @@ def test_admin_token_must_be_long(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="at least 16"):
         create_app(str(tmp_path / "f.db"), "short")
+
+
+def test_racing_joins_spend_an_invite_once(db_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rl4gen.feedback.db import make_engine, session_factory
+    from rl4gen.feedback.store import FeedbackError, create_invites, join
+
+    engine = make_engine(db_url)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        invite = create_invites(s)[0]
+
+    def attempt(i: int) -> str:
+        with sessions() as s:
+            try:
+                join(s, invite, f"r{i}")
+                return "ok"
+            except FeedbackError as exc:
+                return str(exc)
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(attempt, range(6)))
+    assert outcomes.count("ok") == 1
+    assert all("already used" in o for o in outcomes if o != "ok")
+    engine.dispose()

@@ -29,7 +29,7 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -189,6 +189,11 @@ def create_app(
         if _wants_html(request):
             return templates.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=exc.status)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(ValidationError)
+    async def _form_validation_error(request: Request, exc: ValidationError) -> Response:
+        # Form pages build the API's models themselves: their errors are the client's, too.
+        return await _validation_error(request, RequestValidationError(exc.errors()))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

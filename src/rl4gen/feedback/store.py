@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -54,16 +54,23 @@ def create_invites(session: Session, count: int = 1, note: str = "") -> list[str
 
 def join(session: Session, invite: str, name: str) -> tuple[Rater, str]:
     """Spend an invite: a new rater and their own token (the invite cannot be used again)."""
-    row = session.scalars(select(Invite).where(Invite.token_hash == hash_token(invite)).with_for_update()).first()
+    row = session.scalars(select(Invite).where(Invite.token_hash == hash_token(invite))).first()
     if row is None:
         raise FeedbackError("the invite token is not valid: ask the admin for a new one.", 403)
+    used = FeedbackError("the invite token was already used: ask the admin for a new one.", 403)
     if row.rater_id is not None:
-        raise FeedbackError("the invite token was already used: ask the admin for a new one.", 403)
+        raise used
     token = new_token()
     rater = Rater(name=name, token_hash=hash_token(token))
     session.add(rater)
     session.flush()
-    row.rater_id = rater.id
+    # Claim the invite only if it is still free: of two joins racing on one invite, one wins.
+    claimed = session.execute(
+        update(Invite).where(Invite.id == row.id, Invite.rater_id.is_(None)).values(rater_id=rater.id)
+    ).rowcount
+    if claimed != 1:
+        session.rollback()
+        raise used
     session.commit()
     return rater, token
 
