@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -67,8 +67,8 @@ def join(session: Session, invite: str, name: str) -> tuple[Rater, str]:
     # Claim the invite only if it is still free: of two joins racing on one invite, one wins.
     claimed = session.execute(
         update(Invite).where(Invite.id == row.id, Invite.rater_id.is_(None)).values(rater_id=rater.id)
-    ).rowcount
-    if claimed != 1:
+    )
+    if cast(CursorResult[Any], claimed).rowcount != 1:
         session.rollback()
         raise used
     session.commit()
