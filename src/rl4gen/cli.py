@@ -617,6 +617,23 @@ def feedback_export(
     _run_guarded(go)
 
 
+@feedback_app.command("score")
+def feedback_score(
+    reward_model: Annotated[list[str], typer.Argument(help="Reward model folders (or run folders); several make an ensemble.")],
+    db: DbOption = "feedback.db",
+) -> None:
+    """Score every text sample with a reward model (ensemble): the active queue then serves the
+    pairs it is least sure about. `reward train --from-db` does this after training."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import open_session, score_samples
+
+        with open_session(db) as session:
+            out.print(f"scored {score_samples(session, reward_model)} text samples")
+
+    _run_guarded(go)
+
+
 def main() -> None:
     """Entry point. Usage errors (a bad option value, a missing argument) get the same one-line
     ``error:`` format as config errors, instead of click's usage box."""

@@ -115,6 +115,8 @@ def test_import_export_and_reward_train_from_db(tmp_path: Path, tiny_model_dir: 
         assert stats["accuracy_plot"]["points"]
         scored = [s for s in session.scalars(select(Sample).where(Sample.modality == "text"))]
         assert all(s.rm_mean is not None and s.rm_std is not None for s in scored)
+    code, out, err = cli("feedback", "score", str(run_dir), str(run_dir), "--db", db)
+    assert code == 0 and "scored 8 text samples" in out, err
 
 
 def test_feedback_command_errors(tmp_path: Path) -> None:
@@ -126,6 +128,12 @@ def test_feedback_command_errors(tmp_path: Path) -> None:
     assert code == 2 and "no preference pairs yet" in err
     code, out, _ = cli("feedback", "invite", "--db", str(tmp_path / "f.db"), "--count", "3")
     assert code == 0 and len(out.split()) == 3
+    code, _, err = cli("feedback", "serve", "--db", "postgresql://nobody@localhost/none")
+    assert code == 2 and "admin token" in err
+    code, _, err = cli("feedback", "serve", "--db", str(tmp_path / "f.db"), "--admin-token-file", str(tmp_path / "missing"))
+    assert code == 2 and "not found" in err
+    code, _, err = cli("feedback", "score", str(tmp_path / "no-model"), "--db", str(tmp_path / "f.db"))
+    assert code == 2 and err.startswith("error:")
 
 
 @pytest.mark.parametrize("value", ["tie"])

@@ -41,7 +41,7 @@ def export_preferences_for_training(db_url: str, out_dir: str | Path) -> tuple[P
     return path, n
 
 
-def score_samples(session: Any, reward_model_path: str | Path, batch_size: int = 64) -> int:
+def score_samples(session: Any, reward_model_path: str | Path | list[str], batch_size: int = 64) -> int:
     """Store the reward model's (ensemble's) mean and spread on every text sample: the active
     queue then serves the pairs it is least sure about."""
     from sqlalchemy import select
@@ -49,7 +49,8 @@ def score_samples(session: Any, reward_model_path: str | Path, batch_size: int =
     from rl4gen.feedback.db import Sample
     from rl4gen.rewards.learned import Ensemble
 
-    ensemble = Ensemble([str(reward_model_path)])
+    paths = [str(p) for p in reward_model_path] if isinstance(reward_model_path, list) else [str(reward_model_path)]
+    ensemble = Ensemble(paths)
     samples = list(session.scalars(select(Sample).where(Sample.modality == "text")))
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
