@@ -152,3 +152,73 @@ def test_ties_are_not_exported(tmp_path: Path, value: str) -> None:
         rater, _ = join(session, create_invites(session)[0], "ana")
         record_vote(session, rater, "v" * 10, 1, value, other_id=2)
         assert list(preference_records(session)) == []
+
+
+def test_every_modality_displays(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rl4gen.feedback.app import create_app
+    from rl4gen.feedback.loop import open_session
+    from rl4gen.feedback.store import import_run
+    from tests.feedback.conftest import ADMIN, admin_headers
+
+    db = str(tmp_path / "f.db")
+    with open_session(db) as session:
+        import_run(session, make_run(tmp_path))
+    app = create_app(db, ADMIN, rate_limit_per_minute=0)
+    with TestClient(app) as c:
+        invite = c.post("/api/admin/invites", json={"count": 1}, headers=admin_headers()).json()["invites"][0]
+        c.post("/join", data={"invite": invite, "name": "ana"})
+        pages = []
+        for _ in range(20):  # rate everything through the page, as a person would
+            page = c.get("/rate").text
+            if 'id="empty"' in page:
+                break
+            pages.append(page)
+            sample_id = re.search(r'name="sample_id" value="(\d+)"', page).group(1)  # type: ignore[union-attr]
+            vote_id = re.search(r'name="vote_id" value="(\w+)"', page).group(1)  # type: ignore[union-attr]
+            assert c.post("/vote", data={"vote_id": vote_id, "sample_id": sample_id, "value": "like"}).status_code == 200
+        html = "".join(pages)
+        assert len(pages) == 11
+        assert html.count('<img src="/media/') == 3  # level, piano roll, image
+        assert html.count("download MIDI") == 1 and "#..#" in html
+        for media in sorted(set(re.findall(r'"(/media/\d+)"', html))):
+            r = c.get(media)
+            assert r.content[:4] in (b"\x89PNG", b"MThd"), media
+            if r.content[:4] == b"MThd":
+                assert "attachment" in r.headers["content-disposition"]
+        c.cookies.clear()
+        assert c.get("/media/1").status_code == 401  # media need a rater or the admin
+    app.state.engine.dispose()
+
+
+def test_active_queue_serves_the_least_certain_pair(tmp_path: Path) -> None:
+    import random
+
+    from sqlalchemy import select
+
+    from rl4gen.feedback.db import Sample
+    from rl4gen.feedback.loop import open_session
+    from rl4gen.feedback.store import add_samples, create_invites, join, next_pair, record_vote
+
+    with open_session(str(tmp_path / "f.db")) as session:
+        add_samples(session, [{"prompt": "p", "completion": c} for c in "wxyz"])
+        scores = {"w": (0.0, 0.0), "x": (5.0, 0.0), "y": (0.1, 0.0), "z": (-5.0, 0.0)}
+        for s in session.scalars(select(Sample)):
+            s.rm_mean, s.rm_std = scores[s.completion]
+        session.commit()
+        rater, _ = join(session, create_invites(session)[0], "ana")
+        rng = random.Random(0)
+        a, b = next_pair(session, rater, rng)  # type: ignore[misc]
+        assert {a.completion, b.completion} == {"w", "y"}  # rewards 0.0 and 0.1: the closest call
+        record_vote(session, rater, "v" * 10, a.id, "a", other_id=b.id)
+        a, b = next_pair(session, rater, rng)  # type: ignore[misc]
+        assert {a.completion, b.completion} != {"w", "y"}  # not the same pair twice for one rater
+        # an ensemble that disagrees makes a pair uncertain too
+        for s in session.scalars(select(Sample).where(Sample.completion.in_(["x", "z"]))):
+            s.rm_std = 3.0
+        session.commit()
+        a, b = next_pair(session, rater, rng)  # type: ignore[misc]
+        assert {a.completion, b.completion} == {"x", "z"}
+        orders = {next_pair(session, rater, random.Random(i))[0].completion for i in range(20)}  # type: ignore[index]
+        assert orders == {"x", "z"}  # shown in random order
