@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(db: str, admin: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(db: str, admin: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RL4GEN_FEEDBACK_ADMIN_TOKEN": admin}
     src = Path(__file__).resolve().parents[1] / "src"
     env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
     cmd = [sys.executable, "-m", "rl4gen", "feedback", "serve", "--db", db, "--port", str(port), "--rate-limit", "0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
@@ -64,7 +65,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def rater(client: httpx.AsyncClient, token: str, samples: list[int], votes: int, latencies: list[float], retries: list[int]) -> None:
+async def rater(client: httpx.AsyncClient, token: str, samples: list[int], votes: int, latencies: list[float], retries: list[str]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     for i in range(votes):
         body = {"vote_id": uuid.uuid4().hex, "sample_id": samples[i % len(samples)], "value": "like" if i % 3 else "dislike"}
@@ -72,8 +73,8 @@ async def rater(client: httpx.AsyncClient, token: str, samples: list[int], votes
             start = time.perf_counter()
             try:
                 r = await client.post("/api/votes", json=body, headers=headers)
-            except httpx.HTTPError:
-                retries.append(1)
+            except httpx.HTTPError as exc:
+                retries.append(type(exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
             if r.status_code in (200, 201):
@@ -81,7 +82,7 @@ async def rater(client: httpx.AsyncClient, token: str, samples: list[int], votes
                 break
             if r.status_code < 500 and r.status_code != 429:
                 raise RuntimeError(f"vote refused ({r.status_code}): {r.text}")
-            retries.append(1)
+            retries.append(f"HTTP {r.status_code}")
             await asyncio.sleep(0.05 * (attempt + 1))
         else:
             raise RuntimeError(f"vote {body['vote_id']} failed 10 times")
@@ -99,7 +100,7 @@ async def run(base: str, admin: str, raters: int, votes: int) -> dict[str, Any]:
         before = (await client.get("/api/stats", headers=admin_h)).json()["votes"]
         ids = list(range(1, len(samples) + 1))
         latencies: list[float] = []
-        retries: list[int] = []
+        retries: list[str] = []
         start = time.perf_counter()
         await asyncio.gather(*(rater(client, t, ids, votes, latencies, retries) for t in tokens))
         elapsed = time.perf_counter() - start
@@ -117,6 +118,7 @@ async def run(base: str, admin: str, raters: int, votes: int) -> dict[str, Any]:
         "exported": len(vote_ids),
         "every_rater_complete": all(per_rater.get(f"rater{i}") == votes for i in range(raters)),
         "retries": len(retries),
+        "retry_reasons": dict(Counter(retries)),
         "seconds": elapsed,
         "votes_per_s": raters * votes / elapsed,
         "p50_ms": 1000 * statistics.median(ordered),
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or str(Path(tmp) / "load.db")
-        server = start_server(db, admin, port)
+        log = Path(tmp) / "server.log"
+        server = start_server(db, admin, port, log)
         client_cpu = time.process_time()
         server_cpu = _cpu_seconds(server.pid)
         try:
@@ -146,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            errors = [line for line in log.read_text(errors="replace").splitlines() if "Error" in line or "Traceback" in line]
+            if errors:
+                print(f"server log ({len(errors)} error lines), last: {errors[-1]}")
     ok = result["stored"] == result["sent"] == result["unique_vote_ids"] and result["every_rater_complete"]
     print(f"{result['raters']} raters x {result['votes_per_rater']} votes: sent {result['sent']}, stored {result['stored']}, "
-          f"unique {result['unique_vote_ids']}, retries {result['retries']} -> {'every vote stored once' if ok else 'MISMATCH'}")
+          f"unique {result['unique_vote_ids']}, retries {result['retries']} {result['retry_reasons'] or ''} -> {'every vote stored once' if ok else 'MISMATCH'}")
     print(f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, max {result['max_ms']:.1f} ms; "
           f"{result['votes_per_s']:.0f} votes/s over {result['seconds']:.1f} s")
     print(f"CPU: server {result['server_cpu_s']:.1f} s ({1000 * result['server_cpu_s'] / result['sent']:.1f} ms a vote), "
