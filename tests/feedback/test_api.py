@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from feedback.conftest import ADMIN, add_samples, admin_headers, join
 from rl4gen.data import load_preferences, load_ratings
-from tests.feedback.conftest import ADMIN, add_samples, admin_headers, join
 
 SAMPLES = [
     ("1+1=", "2", "run:step_1"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.feedback.conftest import ADMIN
+from feedback.conftest import ADMIN
 
 CHROMIUM = os.environ.get("RL4GEN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("RL4GEN_TEST_ARTIFACTS", "test-artifacts"))

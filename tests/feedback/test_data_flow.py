@@ -157,10 +157,10 @@ def test_ties_are_not_exported(tmp_path: Path, value: str) -> None:
 def test_every_modality_displays(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from feedback.conftest import ADMIN, admin_headers
     from rl4gen.feedback.app import create_app
     from rl4gen.feedback.loop import open_session
     from rl4gen.feedback.store import import_run
-    from tests.feedback.conftest import ADMIN, admin_headers
 
     db = str(tmp_path / "f.db")
     with open_session(db) as session:

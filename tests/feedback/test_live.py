@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from fastapi.testclient import TestClient
 
-from tests.feedback.conftest import ADMIN, admin_headers
+from feedback.conftest import ADMIN, admin_headers
 
 
 def test_votes_update_the_policy_and_versions_show(tmp_path: Path, tiny_model_dir: Path, one_thread: None) -> None:
