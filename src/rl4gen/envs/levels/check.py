@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LevelCheck", "check_level", "double_bfs_path", "regions", "shortest_path", "sokoban_moves"]
+__all__ = ["DEFAULT_TARGETS", "LevelCheck", "check_level", "double_bfs_path", "regions", "shortest_path", "sokoban_moves"]
 
 Cell = tuple[int, int]
 NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))

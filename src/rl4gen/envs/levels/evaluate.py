@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rl4gen.envs.levels.check import check_level
+from rl4gen.envs.levels.check import DEFAULT_TARGETS, check_level
 from rl4gen.envs.levels.samples import level_record
 
-__all__ = ["EVAL_FILE", "diversity", "evaluate_levels", "level_metrics"]
+__all__ = ["EVAL_FILE", "diversity", "evaluate_levels", "goal_targets", "level_metrics"]
 
 EVAL_FILE = "levels_eval.json"
 
@@ -89,9 +89,14 @@ def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[
     return {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths}
 
 
-def _summary(problem: str, played: dict[str, Any]) -> dict[str, float]:
+def goal_targets(problem: Any) -> dict[str, int]:
+    """The goal thresholds of an environment's problem object (its options may change them)."""
+    return {key: getattr(problem, key) for key in DEFAULT_TARGETS[problem.name]}
+
+
+def _summary(problem: str, played: dict[str, Any], targets: dict[str, int]) -> dict[str, float]:
     starts, finals = played["starts"], played["finals"]
-    metrics = level_metrics(problem, finals, starts)
+    metrics = level_metrics(problem, finals, starts, **targets)
     metrics["env_goal_rate"] = float(np.mean(played["env_goals"]))
     metrics["changes"] = float(np.mean([(s != f).mean() for s, f in zip(starts, finals, strict=True)]))
     metrics["episode_length"] = float(np.mean(played["lengths"]))
@@ -105,7 +110,8 @@ def evaluate_levels(
     deterministic: bool = False,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a ``task: levels`` run folder (its ``model.zip``) against the random policy, or
+    """Evaluate a ``task: levels`` run folder (its ``model.zip``, or the latest checkpoint of a
+    run still training) against the random policy, or
     only the random policy for an environment name (``binary-narrow``).
 
     Returns ``{"env", "episodes", "seed", "deterministic", "policy": {...}, "random": {...}}``;
@@ -116,6 +122,7 @@ def evaluate_levels(
     from rl4gen.envs.levels.train import (
         ENV_NAMES,
         _algorithm_class,
+        _latest_checkpoint,
         _make_env,
         validate_levels_config,
     )
@@ -130,8 +137,12 @@ def evaluate_levels(
             raise ConfigError(f"{str(path)!r} is not a level run (its config has no 'task: levels').")
         cfg = validate_levels_config(saved)
         run_dir = path
-        if not (path / "model.zip").is_file():
-            raise ConfigError(f"run folder {str(path)!r} has no model.zip yet: let its training finish first.")
+        model_path = path / "model.zip"
+        if not model_path.is_file():  # a run still training: its latest complete checkpoint
+            latest = _latest_checkpoint(path)
+            if latest is None:
+                raise ConfigError(f"run folder {str(path)!r} has no model.zip or checkpoint yet: train it first.")
+            model_path = latest[0] / "model.zip"
     else:
         name = str(source).removeprefix("rl4gen/").removesuffix("-v0")
         if name not in ENV_NAMES:
@@ -142,17 +153,22 @@ def evaluate_levels(
     def make_env() -> Any:
         return _make_env(cfg, 0, None)
 
+    probe = make_env()
+    targets = goal_targets(probe.unwrapped.problem)
+    probe.close()
+
     result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic}
     if run_dir is not None:
-        model = _algorithm_class(cfg.algorithm).load(run_dir / "model.zip", device="cpu")
+        model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu")
+        result["model"] = str(model_path.relative_to(run_dir))
 
         def act(obs: np.ndarray) -> np.ndarray:
             actions, _ = model.predict(obs, deterministic=deterministic)
             return np.asarray(actions)
 
         played = _play(make_env, episodes, seed, act)
-        result["policy"] = _summary(problem, played)
-    result["random"] = _summary(problem, _play(make_env, episodes, seed, None))
+        result["policy"] = _summary(problem, played, targets)
+    result["random"] = _summary(problem, _play(make_env, episodes, seed, None), targets)
     if run_dir is not None and write:
         (run_dir / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         records = [level_record(level, problem, env=f"rl4gen/{cfg.env}-v0", source="eval") for level in played["finals"]]
