@@ -121,3 +121,17 @@ def test_eval_of_a_trained_run_reports_policy_and_random(tmp_path: Path) -> None
     assert result.exit_code == 0 and '"random"' in result.output and '"policy"' not in result.output
     result = CliRunner().invoke(app, ["levels", "eval", "zelda-nallow"])
     assert result.exit_code == 2 and "neither a level run folder nor an environment" in result.output
+
+
+def test_short_training_raises_the_goal_rate_above_random_on_binary(tmp_path: Path) -> None:
+    # a 5x5 binary problem (one region, path 3 longer than at the start) learns in a few thousand steps
+    sets = ["env=binary-narrow", "total_timesteps=4096", "num_envs=4", "algorithm_args.n_steps=64",
+            "algorithm_args.batch_size=64", "algorithm_args.learning_rate=0.001", "features_dim=64",
+            "levels_per_log=0", "run_name=run", f"output_dir={tmp_path}"]
+    base = {"env_args": {"problem_options": {"width": 5, "height": 5, "target_path": 3}}}
+    run = train_levels(load_levels_config(None, sets, base=base), show_progress=False).run_dir
+    result = evaluate_levels(run, episodes=200)
+    policy, random = result["policy"], result["random"]
+    assert policy["goal_rate"] == policy["env_goal_rate"] and random["goal_rate"] == random["env_goal_rate"]
+    assert policy["goal_rate"] > random["goal_rate"] + 0.05, (policy, random)
+    assert policy["stats/regions"] < random["stats/regions"]
