@@ -32,7 +32,7 @@ def test_parse_and_reward_of_written_levels() -> None:
         assert parse_written_level(bad, ".#", 5, 5) is None
     reward = build_reward("level_goal", problem="binary", width=5, height=5, targets={"target_path": 16}, shaping=0.5)
     split = ".....|#####|.....|.####|....."
-    assert reward([snake, split, "garbage"], [{}] * 3) == [1.5, 0.0, -1.0]
+    assert reward([snake, split, "garbage"], [{}] * 3) == [1.5, 0.5 * (10 / 16) / 2, -1.0]  # split: two regions, path 10 of 16
     with pytest.raises(ConfigError, match="no goal threshold 'target_solution'"):
         build_reward("level_goal", problem="binary", targets={"target_solution": 3})
     with pytest.raises(ConfigError, match="task_args.targets"):

@@ -3,8 +3,8 @@ separated by ``|`` (the level writer's format, :mod:`rl4gen.tasks.level_writer`)
 
 ``level_goal`` scores a written level with the independent checker of
 :mod:`rl4gen.envs.levels.check`: 1 when the level meets its problem's goal, 0 when it does not,
-plus ``shaping`` × the fraction of the goal's conditions it meets (a dense signal in
-``[0, shaping]``); a text that is not a level of the expected size gets ``malformed`` (−1 by
+plus ``shaping`` × its mean progress on the goal's conditions (a dense signal in ``[0, shaping]``:
+each condition counts 1 when met, and a path or distance target ``min(value / target, 1)``); a text that is not a level of the expected size gets ``malformed`` (−1 by
 default, below every well-formed level).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from rl4gen.envs.levels.check import DEFAULT_TARGETS, LevelCheck, check_level
 from rl4gen.rewards.base import register_reward
 
-__all__ = ["ROW_SEP", "LevelGoalReward", "goal_conditions", "parse_written_level"]
+__all__ = ["ROW_SEP", "LevelGoalReward", "goal_conditions", "goal_progress", "parse_written_level"]
 
 #: separates rows in a written level
 ROW_SEP = "|"
@@ -52,10 +52,31 @@ def goal_conditions(problem: str, check: LevelCheck, targets: dict[str, int]) ->
     ]
 
 
+def goal_progress(problem: str, check: LevelCheck, targets: dict[str, int]) -> list[float]:
+    """``goal_conditions`` with partial credit: a "at least a target" condition scores
+    ``min(value / target, 1)`` instead of 0 or 1, so that longer paths pay before the target."""
+    s = check.stats
+    met = [float(m) for m in goal_conditions(problem, check, targets)]
+
+    def part(value: float, target: int) -> float:
+        return min(max(value, 0.0) / target, 1.0) if target > 0 else 1.0
+
+    if problem == "binary":
+        met[1] = part(s["path-length"], targets["target_path"])
+    elif problem == "zelda":
+        met[5] = part(s["nearest-enemy"], targets["target_enemy_dist"])
+        met[6] = part(s["path-length"], targets["target_path"])
+    else:
+        met[4] = part(s["sol-length"], targets["target_solution"])
+    return met
+
+
 @register_reward("level_goal")
 class LevelGoalReward:
-    """Goal satisfaction of a written level (1 or 0) plus ``shaping`` × the fraction of the goal's
-    conditions met; ``malformed`` for a text that is not a ``width`` × ``height`` level.
+    """Goal satisfaction of a written level (1 or 0) plus ``shaping`` × the mean progress on the
+    goal's conditions (``goal_progress``: met or not, with partial credit ``min(value / target, 1)``
+    for the path and distance targets); ``malformed`` for a text that is not a ``width`` ×
+    ``height`` level.
 
     Args:
         problem: ``binary``, ``zelda`` or ``sokoban``.
@@ -94,8 +115,8 @@ class LevelGoalReward:
         if level is None:
             return self.malformed, None
         check = check_level(self.problem, level, **self.targets)
-        met = goal_conditions(self.problem, check, self.targets)
-        return float(check.goal) + self.shaping * sum(met) / len(met), check
+        progress = goal_progress(self.problem, check, self.targets)
+        return float(check.goal) + self.shaping * sum(progress) / len(progress), check
 
     def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float | None]:
         return [self.score(str(s))[0] for s in samples]
