@@ -206,7 +206,8 @@ class LevelWriterTask(Task):
             goals.append(float(check.goal))
             conditions.append(sum(met) / len(met))
             for key, value in check.stats.items():
-                stats.setdefault(key, []).append(float(value))
+                if key != "path-gain":  # equals path-length without a start level
+                    stats.setdefault(key, []).append(float(value))
         metrics = {
             "goal_rate": float(np.mean(goals)),
             "malformed_rate": 1.0 - len(levels) / len(texts),
