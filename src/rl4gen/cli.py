@@ -270,9 +270,9 @@ def sample(
 def evaluate(
     model: Annotated[str, typer.Argument(help="Model folder or run folder.")],
     task: Annotated[str | None, typer.Option(help="Task to evaluate on (default: the run's task).")] = None,
-    size: Annotated[int, typer.Option(min=1, help="Held-out contexts.")] = 512,
+    size: Annotated[int | None, typer.Option(min=1, help="Held-out contexts (level runs: episodes, default 100).")] = None,
 ) -> None:
-    """Held-out metrics of a model or a trained run on a task."""
+    """Held-out metrics of a model or a trained run on a task (level runs: goal rate vs random)."""
 
     def go() -> None:
         from rl4gen.config import GenerationConfig
@@ -285,6 +285,9 @@ def evaluate(
         run_cfg = Path(model) / "config.yaml"
         if run_cfg.is_file():
             saved = read_yaml(run_cfg)
+            if isinstance(saved, dict) and saved.get("task") == "levels":  # a PCGRL run (Stable-Baselines3)
+                _levels_eval(model, episodes=size or 100, seed=10_000, deterministic=False)
+                return
             if "data" in saved:  # a run of rl4gen sft / dpo: its task (if any), default generation
                 task_name = task_name or saved.get("task")
                 task_args = saved.get("task_args") or {}
@@ -298,7 +301,7 @@ def evaluate(
         if gen is None:
             gen = GenerationConfig.model_validate(t.default_config().get("generation", {}))
         policy = CausalLMPolicy.from_pretrained(resolve_model_dir(model), gen)
-        metrics = t.evaluate(policy, size)
+        metrics = t.evaluate(policy, size or 512)
         sys.stdout.write(json.dumps({f"eval/{k}": v for k, v in metrics.items()}) + "\n")
 
     _run_guarded(go)
@@ -360,6 +363,37 @@ def levels_sample(
         fail(str(exc))
     out.print(f"{episodes} levels ({goals} reached the goal) -> {folder}")
     out.print(f"draw them with: rl4gen levels show {folder}")
+
+
+@levels_app.command("eval")
+def levels_eval(
+    source: Annotated[str, typer.Argument(help="Level run folder (with model.zip), or an environment for the random baseline alone.")],
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes (levels) per policy.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode's start level (then seed + 1, ...).")] = 10_000,
+    deterministic: Annotated[bool, typer.Option(help="Take the policy's most likely action instead of sampling.")] = False,
+) -> None:
+    """Goal rate (independent check), diversity and changes of a trained run and of a random policy."""
+    _run_guarded(lambda: _levels_eval(source, episodes, seed, deterministic))
+
+
+def _levels_eval(source: str, episodes: int, seed: int, deterministic: bool) -> None:
+    from rich.table import Table
+
+    from rl4gen.envs.levels.evaluate import EVAL_FILE, evaluate_levels
+
+    result = evaluate_levels(source, episodes=episodes, seed=seed, deterministic=deterministic)
+    policies = [p for p in ("policy", "random") if p in result]
+    mode = "deterministic" if deterministic else "sampled"
+    table = Table(title=f"{result['env']}: {episodes} levels from seeds {seed}..{seed + episodes - 1} (policy actions {mode})")
+    table.add_column("metric")
+    for p in policies:
+        table.add_column("trained" if p == "policy" else "random", justify="right")
+    for key in result[policies[0]]:
+        table.add_row(key, *(f"{result[p][key]:.3f}" for p in policies))
+    out.print(table)
+    if "policy" in result:
+        out.print(f"written to {Path(source) / EVAL_FILE}")
+    sys.stdout.write(json.dumps(result) + "\n")
 
 
 #: Offline commands: (module, config class, entry function).

@@ -132,8 +132,13 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
     import rl4gen.rewards.dialogue
     import rl4gen.rewards.learned
     import rl4gen.rewards.music
-    import rl4gen.rewards.text  # noqa: F401
+    import rl4gen.rewards.text
     from rl4gen.config import ConfigError
+
+    try:
+        import rl4gen.rewards.levels  # noqa: F401  (needs the levels extra: gymnasium, pillow)
+    except ImportError:
+        pass
 
     if type_name not in REWARD_TYPES:
         known = ", ".join(sorted(REWARD_TYPES))
