@@ -571,11 +571,16 @@ def test_stop_token_ids_end_completions(tiny_model_dir: Path) -> None:
             assert m[: at + 1] == [1.0] * (at + 1) and not any(m[at + 1 :])
 
 
-def test_generation_longer_than_the_model_context_is_a_config_error(tiny_model_dir: Path) -> None:
+def test_generation_stops_at_the_end_of_the_model_context(tiny_model_dir: Path) -> None:
     from rl4gen.config import ConfigError, GenerationConfig
     from rl4gen.policies.causal_lm import CausalLMPolicy
 
-    policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=40))
+    policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=40, stop_token_ids=[]))
     assert policy.context_length() == 32
-    with pytest.raises(ConfigError, match=r"needs 44 positions, but the model has 32: lower max_completion_length to at most 28"):
-        policy.sample([{"prompt": "12+3"}], 2)
+    policy.eos_token_id = -1  # never stop early: the random model must run into the context's end
+    policy._stop_ids = set()
+    rollout = policy.sample([{"prompt": "12+3"}], 2, generator=torch.Generator().manual_seed(0))
+    assert rollout.actions.shape[1] == 28  # 32 positions - 4 prompt tokens
+    assert rollout.truncated is not None and bool(rollout.truncated.all())
+    with pytest.raises(ConfigError, match="a prompt of 33 tokens fills the model's context of 32 positions"):
+        policy.sample([{"prompt": "1" * 33}], 1)

@@ -12,6 +12,17 @@ from torch import Tensor, nn
 Batch = tuple[Tensor, Tensor]  # input_ids (B, L), loss_mask (B, L): 1 where the token is a target
 
 
+def pad_right(rows: list[list[int]], masks: list[list[int]], pad: int) -> Batch:
+    """Token rows and their loss masks as right-padded tensors ``(N, L)``, L the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(m)] = torch.tensor(m, dtype=torch.long)
+    return ids, mask
+
+
 @dataclass
 class PretrainResult:
     steps: int

@@ -281,15 +281,19 @@ class CausalLMPolicy:
                 return value
         return None
 
-    def _check_context(self, prompt_tokens: int) -> None:
+    def _max_new_tokens(self, prompt_tokens: int) -> int:
+        """``max_completion_length``, cut where the longest prompt plus the completion would run
+        past the model's context (those completions end truncated)."""
         limit = self.context_length()
-        need = prompt_tokens + self.generation.max_completion_length
-        if limit is not None and need > limit:
+        steps = self.generation.max_completion_length
+        if limit is None:
+            return steps
+        if prompt_tokens >= limit:
             raise ConfigError(
-                f"a prompt of {prompt_tokens} tokens plus max_completion_length "
-                f"{self.generation.max_completion_length} needs {need} positions, but the model has {limit}: "
-                f"lower max_completion_length to at most {max(limit - prompt_tokens, 0)} or shorten the prompt."
+                f"a prompt of {prompt_tokens} tokens fills the model's context of {limit} positions: "
+                f"shorten the prompt to fewer than {limit} tokens."
             )
+        return min(steps, limit - prompt_tokens)
 
     def _filter_logits(self, logits: Tensor) -> Tensor:  # (B, V) scaled logits -> filtered
         top_k, top_p = self.generation.top_k, self.generation.top_p
@@ -316,7 +320,6 @@ class CausalLMPolicy:
         contexts = list(contexts)
         expanded = [c for c in contexts for _ in range(num_samples)]
         prompt_ids, prompt_mask = self.encode_prompts([prompt_text(c) for c in expanded])
-        self._check_context(int(prompt_mask.sum(dim=1).max()))
         device = self.device
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         with torch.inference_mode():
@@ -351,8 +354,9 @@ class CausalLMPolicy:
         device = prompt_ids.device
         position_ids = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
         fast = self.fast_decoding and fast_gpt2.supports(model)
+        max_new = self._max_new_tokens(int(prompt_mask.sum(dim=1).max()))
         if fast:
-            decoder = fast_gpt2.GPT2FastDecoder(model, b, prompt_ids.shape[1] + gen.max_completion_length)
+            decoder = fast_gpt2.GPT2FastDecoder(model, b, prompt_ids.shape[1] + max_new)
             logits = decoder.prefill(prompt_ids, prompt_mask, position_ids)
         else:
             out = model(
@@ -370,7 +374,7 @@ class CausalLMPolicy:
         live = torch.arange(b, device=device)  # rows the model still computes (fast path drops others)
         tokens, logps, ents = [], [], []
         multi_token_stops = self._multi_token_stops
-        for step in range(gen.max_completion_length):
+        for step in range(max_new):
             # One uniform draw per row and step, whatever is live: the samples do not depend on
             # which rows the model still computes.
             u = None if greedy else torch.rand(b, generator=generator, device=device)
@@ -397,7 +401,7 @@ class CausalLMPolicy:
             if multi_token_stops:
                 newly |= self._hits_stop_string(torch.stack(tokens, 1), multi_token_stops) & ~finished
             finished = finished | newly
-            if bool(finished.all()) or step == gen.max_completion_length - 1:
+            if bool(finished.all()) or step == max_new - 1:
                 break
             if fast:
                 keep = ~finished[live]

@@ -21,8 +21,8 @@ import torch
 from pydantic import ConfigDict, Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
-from rl4gen.models.pretrain import pretrain_lm
-from rl4gen.tasks.base import Task, TinyGPTOptions
+from rl4gen.models.pretrain import pad_right, pretrain_lm
+from rl4gen.tasks.base import Task, TinyGPTOptions, save_prior
 
 ALPHABET = "0123456789+-="
 Operation = Literal["+", "-"]
@@ -174,13 +174,7 @@ class ArithmeticTask(Task):
                 answer = tokenizer(p["answer"], add_special_tokens=False).input_ids + [eos]
                 rows.append(prompt + answer)
                 masks.append([0] * len(prompt) + [1] * len(answer))
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, (r, m) in enumerate(zip(rows, masks)):
-                ids[i, : len(r)] = torch.tensor(r)
-                mask[i, : len(m)] = torch.tensor(m)
-            return ids, mask
+            return pad_right(rows, masks, pad)
 
         result = pretrain_lm(
             model,
@@ -190,9 +184,5 @@ class ArithmeticTask(Task):
             seed=o.pretrain_seed,
             on_log=lambda s, loss: log(f"pretrain arithmetic: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
-        from rl4gen import quiet_transformers
-
-        quiet_transformers()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(out_dir))
+        save_prior(model, tokenizer, out_dir)
         return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1)}

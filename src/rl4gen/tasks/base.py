@@ -40,6 +40,26 @@ class TinyGPTOptions(BaseModel):
     """Seed of the prior's initial weights and data order."""
 
 
+def save_prior(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """Write a pretrained prior (weights as safetensors, and its tokenizer) into ``out_dir``."""
+    from rl4gen import quiet_transformers
+
+    quiet_transformers()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def sample_unconditional(policy: Any, n: int, seed: int = 777) -> list[str]:
+    """``n`` samples from an empty prompt with a fixed seed, in batches of 256 (tasks whose
+    samples need no context: melodies, written levels)."""
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    out: list[str] = []
+    while len(out) < n:
+        k = min(256, n - len(out))
+        out.extend(policy.sample([{"prompt": ""}], k, generator=generator).samples)
+    return out
+
+
 class Task(ABC):
     """A task binds data, rewards and evaluation to validated options (``task_args``)."""
 

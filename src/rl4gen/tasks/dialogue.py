@@ -16,8 +16,8 @@ import torch
 from pydantic import Field
 
 from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
-from rl4gen.models.pretrain import pretrain_lm
-from rl4gen.tasks.base import Task, TinyGPTOptions
+from rl4gen.models.pretrain import pad_right, pretrain_lm
+from rl4gen.tasks.base import Task, TinyGPTOptions, save_prior
 from rl4gen.tasks.dialogue_corpus import GREETINGS, make_dialogues, prompt_of, questions
 
 SATISFACTION = ("on_topic", "helpful", "non_repetitive", "concise")
@@ -141,12 +141,8 @@ class DialogueTask(Task):
             reply = tokenizer(" " + d.reply, add_special_tokens=False).input_ids + [eos]
             rows.append(prompt + reply)
             masks.append([0] * len(prompt) + [1] * len(reply))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (r, m) in enumerate(zip(rows, masks)):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(m)] = torch.tensor(m)
+        ids, mask = pad_right(rows, masks, pad)
+        width = ids.shape[1]
         log(f"dialogue prior: {len(corpus)} dialogues, {width} tokens at most, BPE {len(tokenizer)} types")
         torch.manual_seed(o.pretrain_seed)
         model = build_tiny_gpt(len(tokenizer), n_positions=max(128, width + 48), n_embd=o.n_embd, n_layer=o.n_layer, n_head=o.n_head)
@@ -162,10 +158,6 @@ class DialogueTask(Task):
             model, next_batch, steps=o.pretrain_steps, learning_rate=1e-3, seed=o.pretrain_seed,
             on_log=lambda s, loss: log(f"sft dialogue: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
-        from rl4gen import quiet_transformers
-
-        quiet_transformers()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(out_dir))
+        save_prior(model, tokenizer, out_dir)
         kinds = {k: sum(d.kind == k for d in corpus) for k in ("helpful", "vague", "off_topic", "rambling")}
         return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1), "corpus_kinds": kinds}

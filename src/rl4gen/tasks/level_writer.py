@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
 from rl4gen.models.pretrain import pretrain_lm
-from rl4gen.tasks.base import Task
+from rl4gen.tasks.base import Task, sample_unconditional, save_prior
 
 __all__ = ["LevelWriterOptions", "LevelWriterTask", "generate_levels"]
 
@@ -177,13 +177,8 @@ class LevelWriterTask(Task):
     # ------------------------------------------------------------------ evaluation
 
     def sample_texts(self, policy: Any, n: int, seed: int = 777) -> list[str]:
-        """``n`` written levels sampled from ``policy`` with a fixed seed, in batches of 256."""
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
-        out: list[str] = []
-        while len(out) < n:
-            k = min(256, n - len(out))
-            out.extend(policy.sample([{"prompt": ""}], k, generator=generator).samples)
-        return out
+        """``n`` written levels sampled from ``policy`` with a fixed seed."""
+        return sample_unconditional(policy, n, seed)
 
     def text_metrics(self, texts: list[str]) -> dict[str, float]:
         """Goal, malformed and condition rates, diversity and mean statistics of written levels."""
@@ -283,11 +278,7 @@ class LevelWriterTask(Task):
             seed=o.pretrain_seed,
             on_log=lambda s, loss: log(f"pretrain level writer: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
-        from rl4gen import quiet_transformers
-
-        quiet_transformers()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(out_dir))
+        save_prior(model, tokenizer, out_dir)
         return {
             "steps": result.steps,
             "final_loss": result.final_loss,

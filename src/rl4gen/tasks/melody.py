@@ -22,7 +22,7 @@ from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.music.encoding import EVENT_CHARS, events_to_text, segments
 from rl4gen.music.theory import RULES, TheoryConfig, melody_metrics
-from rl4gen.tasks.base import Task, TinyGPTOptions
+from rl4gen.tasks.base import Task, TinyGPTOptions, sample_unconditional, save_prior
 
 #: The recipe's rule weights: the violations the evaluation counts weigh most. Motifs and
 #: intervals are rewarded per note, so a large weight buys more, shorter notes (measured: at 0.1
@@ -110,13 +110,8 @@ class MelodyTask(Task):
         return self._prior
 
     def sample_melodies(self, policy: Any, n: int, seed: int = 777) -> list[str]:
-        """``n`` melodies sampled from ``policy`` with a fixed seed, in batches of 256."""
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
-        out: list[str] = []
-        while len(out) < n:
-            k = min(256, n - len(out))
-            out.extend(policy.sample([{"prompt": ""}], k, generator=generator).samples)
-        return out
+        """``n`` melodies sampled from ``policy`` with a fixed seed."""
+        return sample_unconditional(policy, n, seed)
 
     def evaluate(self, policy: Any, n: int) -> dict[str, float]:
         """RL Tuner's table over ``n`` sampled melodies, plus ``prior_loglik`` (their mean
@@ -202,16 +197,13 @@ class MelodyTask(Task):
             seed=o.pretrain_seed,
             on_log=lambda s, loss: log(f"pretrain melody: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
-        from rl4gen import quiet_transformers
         from rl4gen.models.pretrain import lm_loss
 
         with torch.inference_mode():
             ids, mask = with_bos(valid)
             val_nll = float(lm_loss(model, ids, mask))
         log(f"melody prior: validation log-likelihood {-val_nll:.3f} per step")
-        quiet_transformers()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(out_dir))
+        save_prior(model, tokenizer, out_dir)
         return {
             "steps": result.steps,
             "final_loss": result.final_loss,

@@ -23,7 +23,7 @@ from rl4gen.config import ConfigError
 from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
 from rl4gen.models.pretrain import pretrain_lm
 from rl4gen.rewards.text import LexiconReward
-from rl4gen.tasks.base import Task, TinyGPTOptions
+from rl4gen.tasks.base import Task, TinyGPTOptions, save_prior
 from rl4gen.tasks.prompts import load_prompts
 
 HELDOUT_PLAYS = ("hamlet", "macbeth", "tempest")
@@ -186,9 +186,5 @@ class ShakespeareTask(Task):
             seed=o.pretrain_seed,
             on_log=lambda s, loss: log(f"pretrain shakespeare: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
-        from rl4gen import quiet_transformers
-
-        quiet_transformers()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(out_dir))
+        save_prior(model, tokenizer, out_dir)
         return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1), "train_chars": len(train_text)}
