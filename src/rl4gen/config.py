@@ -28,6 +28,40 @@ class ConfigError(ValueError):
     """A user mistake in a config file or override; the message says what to fix."""
 
 
+def build_registered(
+    kind: str,
+    registry: dict[str, Any],
+    type_name: str,
+    args: dict[str, Any],
+    *,
+    passthrough: tuple[type[Exception], ...] = (),
+) -> Any:
+    """``registry[type_name](**args)`` for a config's ``{kind}`` entry (a reward, a judge...).
+
+    An unknown type, an argument the factory does not take, or arguments it rejects (a
+    ``TypeError`` or ``ValueError`` it raises) become one-sentence :class:`ConfigError` naming
+    the type; exceptions of the ``passthrough`` types propagate as they are.
+    """
+    import inspect
+
+    if type_name not in registry:
+        known = ", ".join(sorted(registry))
+        raise ConfigError(f"unknown {kind} type {type_name!r}: use one of {known}.")
+    factory = registry[type_name]
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in args:
+        if not accepts_any and key not in params:
+            allowed = ", ".join(k for k in params if k != "self") or "none"
+            raise ConfigError(f"{kind} type {type_name!r} has no argument {key!r}: its arguments are {allowed}.")
+    try:
+        return factory(**args)
+    except passthrough:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{kind} type {type_name!r} rejected its arguments: {exc}") from None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -24,14 +24,13 @@ other fields a rule needs, such as ``answer``).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-from rl4gen.config import ConfigError
+from rl4gen.config import ConfigError, build_registered
 
 
 @runtime_checkable
@@ -76,21 +75,8 @@ def register_judge(type_name: str) -> Callable[[JudgeFactory], JudgeFactory]:
 
 def build_judge(type_name: str, **args: Any) -> Judge:
     """Instantiate a registered judge type, with one-sentence errors for bad types or arguments."""
-    if type_name not in JUDGE_TYPES:
-        known = ", ".join(sorted(JUDGE_TYPES))
-        raise ConfigError(f"unknown judge type {type_name!r}: use one of {known}.")
-    factory = JUDGE_TYPES[type_name]
-    params = inspect.signature(factory).parameters
-    for key in args:
-        if key not in params:
-            allowed = ", ".join(k for k in params if k != "self") or "none"
-            raise ConfigError(f"judge type {type_name!r} has no argument {key!r}: its arguments are {allowed}.")
-    try:
-        return factory(**args)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"judge type {type_name!r} rejected its arguments: {exc}") from None
+    judge: Judge = build_registered("judge", JUDGE_TYPES, type_name, args, passthrough=(ConfigError,))
+    return judge
 
 
 # ------------------------------------------------------------------------------- judges

@@ -35,7 +35,7 @@ from rl4gen.config import (
 )
 from rl4gen.policies.causal_lm import CausalLMPolicy
 from rl4gen.tracking import MetricsLogger
-from rl4gen.trainer import TrainResult, reserve_run_dir
+from rl4gen.trainer import TrainResult, guarded_update, reserve_run_dir
 
 
 class DataConfig(Strict):
@@ -296,6 +296,10 @@ class OfflineTrainer:
         info: extra facts for ``run.json`` (data sizes, skipped lines).
     """
 
+    skipped_steps: int  # updates skipped for a non-finite loss or gradient (set by train)
+    _consecutive_skips: int
+    num_tokens: float
+
     def __init__(
         self,
         config: OfflineConfig,
@@ -360,20 +364,11 @@ class OfflineTrainer:
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         lr = self.scheduler.get_last_lr()[0]
-        if math.isfinite(grad_norm) and math.isfinite(loss_total):
-            self.optimizer.step()
-            self.scheduler.step()
-            self._consecutive_skips = 0
-        else:
-            from rl4gen.trainer import TrainingError
-
-            self.skipped_steps += 1
-            self._consecutive_skips += 1
-            if self._consecutive_skips >= cfg.max_skipped_steps:
-                raise TrainingError(
-                    f"{self._consecutive_skips} consecutive updates had a non-finite loss or gradient "
-                    f"(last loss {loss_total}, grad norm {grad_norm}): lower learning_rate or check the data."
-                )
+        self._consecutive_skips = guarded_update(
+            self.optimizer, self.scheduler, loss_total, grad_norm, self._consecutive_skips, cfg.max_skipped_steps,
+            "lower learning_rate or check the data",
+        )
+        self.skipped_steps += self._consecutive_skips > 0
         self.optimizer.zero_grad(set_to_none=True)
         if "num_tokens" in sums:
             self.num_tokens += sums["num_tokens"]

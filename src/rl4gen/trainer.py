@@ -48,6 +48,33 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. repeated non-finite losses); the message gives a diagnosis."""
 
 
+def guarded_update(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loss: float,
+    grad_norm: float,
+    consecutive_skips: int,
+    max_skipped: int,
+    hint: str,
+) -> int:
+    """Step the optimizer and scheduler when ``loss`` and ``grad_norm`` are finite; otherwise skip.
+
+    Returns the new count of consecutive skipped updates (0 after a step); raises
+    :class:`TrainingError` with ``hint`` once ``max_skipped`` updates in a row were skipped.
+    """
+    if math.isfinite(grad_norm) and math.isfinite(loss):
+        optimizer.step()
+        scheduler.step()
+        return 0
+    consecutive_skips += 1
+    if consecutive_skips >= max_skipped:
+        raise TrainingError(
+            f"{consecutive_skips} consecutive updates had a non-finite loss or gradient "
+            f"(last loss {loss}, grad norm {grad_norm}): {hint}."
+        )
+    return consecutive_skips
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -342,19 +369,11 @@ class Trainer:
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
         grad_norm = float(acc.clip_grad_norm_(params, max_norm))
         lr = self.scheduler.get_last_lr()[0]
-        if math.isfinite(grad_norm) and math.isfinite(step_loss):
-            self.optimizer.step()
-            self.scheduler.step()
-            self._consecutive_skips = 0
-        else:
-            self.skipped_steps += 1
-            self._consecutive_skips += 1
-            if self._consecutive_skips >= cfg.max_skipped_steps:
-                raise TrainingError(
-                    f"{self._consecutive_skips} consecutive updates had a non-finite loss or "
-                    f"gradient (last loss {step_loss}, grad norm {grad_norm}): lower learning_rate, "
-                    "set max_grad_norm, or check the rewards' scale."
-                )
+        self._consecutive_skips = guarded_update(
+            self.optimizer, self.scheduler, step_loss, grad_norm, self._consecutive_skips, cfg.max_skipped_steps,
+            "lower learning_rate, set max_grad_norm, or check the rewards' scale",
+        )
+        self.skipped_steps += self._consecutive_skips > 0
         self.optimizer.zero_grad(set_to_none=True)
         return step_loss, grad_norm, lr
 

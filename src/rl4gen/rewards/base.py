@@ -7,7 +7,6 @@ functions are wrapped with :class:`FunctionReward`.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,29 +132,14 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
     import rl4gen.rewards.learned
     import rl4gen.rewards.music
     import rl4gen.rewards.text
-    from rl4gen.config import ConfigError
+    from rl4gen.config import build_registered
 
     try:
         import rl4gen.rewards.levels  # noqa: F401  (needs the levels extra: gymnasium, pillow)
     except ImportError:
         pass
 
-    if type_name not in REWARD_TYPES:
-        known = ", ".join(sorted(REWARD_TYPES))
-        raise ConfigError(f"unknown reward type {type_name!r}: use one of {known}.")
-    factory = REWARD_TYPES[type_name]
-    params = inspect.signature(factory).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key in args:
-        if not accepts_any and key not in params:
-            allowed = ", ".join(k for k in params if k != "self") or "none"
-            raise ConfigError(
-                f"reward type {type_name!r} has no argument {key!r}: its arguments are {allowed}."
-            )
-    try:
-        reward = factory(**args)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"reward type {type_name!r} rejected its arguments: {exc}") from None
+    reward: Reward = build_registered("reward", REWARD_TYPES, type_name, args)
     if name is not None:
         reward.name = name
     return reward

@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
 from rl4gen.models.pretrain import pretrain_lm
-from rl4gen.tasks.base import Task, sample_unconditional, save_prior
+from rl4gen.tasks.base import Task, TinyGPTOptions, sample_unconditional, save_prior
 
 __all__ = ["LevelWriterOptions", "LevelWriterTask", "generate_levels"]
 
@@ -40,9 +40,7 @@ TILE_INDEX = {
 }
 
 
-class LevelWriterOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LevelWriterOptions(TinyGPTOptions):
     problem: Literal["binary", "zelda", "sokoban"] = "binary"
     """Which PCGRL problem's levels to write."""
     width: int | None = Field(None, ge=3, le=32)
@@ -57,10 +55,8 @@ class LevelWriterOptions(BaseModel):
     pretrain_steps: int = Field(600, ge=1)
     """MLE steps of the prior (fixed in advance)."""
     pretrain_batch_size: int = Field(32, ge=1)
-    n_layer: int = Field(2, ge=1)
     n_embd: int = Field(64, ge=8)
-    n_head: int = Field(4, ge=1)
-    pretrain_seed: int = 0
+    """Width of the prior (narrower than the other tasks')."""
 
 
 def _maze(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
