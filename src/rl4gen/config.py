@@ -93,7 +93,7 @@ class GenerationConfig(Strict):
     top_k: int | None = Field(None, ge=1)
     """Keep only the k most likely tokens; null keeps all."""
     max_completion_length: int = Field(32, ge=1)
-    """Most tokens generated per sample."""
+    """Most tokens generated per sample (fewer where the model's context ends first)."""
     stop: list[str] = Field(default_factory=list)
     """Strings that end a completion (the end-of-sequence token always does)."""
     stop_token_ids: list[int] = Field(default_factory=list)
