@@ -190,9 +190,7 @@ class Trainer:
                     raise ConfigError("the prompts task needs a model: set model.path to a model folder.")
                 with acc.main_process_first():
                     model_path = str(self.task.pretrain(log=self.log))
-            policy = CausalLMPolicy.from_pretrained(
-                model_path, config.generation, use_reference=self.needs_reference, lora=config.model.lora
-            )
+            policy = self.task.load_policy(model_path, config, use_reference=self.needs_reference)
         if self.algorithm.needs_values:
             policy.add_value_head()  # the critic shares the policy's trunk
         self.policy = policy

@@ -113,6 +113,21 @@ class Task(ABC):
     def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         """Pretrain the prior into ``out_dir`` (save_pretrained format); return a summary."""
 
+    def load_policy(self, model_path: str, config: Any, use_reference: bool) -> Any:
+        """The policy the trainer optimises, loaded from ``model_path`` (a prior or a user model).
+
+        Language tasks get a :class:`~rl4gen.policies.causal_lm.CausalLMPolicy`; tasks over other
+        modalities (diffusion, latent codes) override this. The trainer needs from the policy what
+        ``CausalLMPolicy`` offers: ``sample``, ``log_probs``, ``ref_log_probs``,
+        ``trainable_parameters``, ``save``, ``load_weights``, ``prepare``, ``device`` and
+        ``train_model``.
+        """
+        from rl4gen.policies.causal_lm import CausalLMPolicy
+
+        return CausalLMPolicy.from_pretrained(
+            model_path, config.generation, use_reference=use_reference, lora=config.model.lora
+        )
+
     def pretrained_dir(self) -> Path:
         key = json.dumps(self.pretrain_settings(), sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
