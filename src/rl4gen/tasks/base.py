@@ -40,6 +40,42 @@ class TinyGPTOptions(BaseModel):
     """Seed of the prior's initial weights and data order."""
 
 
+def cached_build(
+    target: Path,
+    settings: dict[str, Any],
+    build: Callable[[Path], dict[str, Any]],
+    force: bool = False,
+) -> Path:
+    """Return ``target`` once it holds a complete build, running ``build(folder)`` first when it
+    does not (or when ``force``).
+
+    The build is written to a temporary folder and renamed into place, with ``pretrain.json``
+    (``settings`` and the summary ``build`` returns) written last, so an interrupted build never
+    leaves a half-written model in the cache.
+    """
+    if (target / "pretrain.json").is_file() and not force:
+        return target
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    summary = build(tmp)
+    (tmp / "pretrain.json").write_text(json.dumps({"settings": settings, **summary}, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def cached_path(name: str, settings: dict[str, Any]) -> Path:
+    """The cache folder ``{cache}/pretrained/{name}-{hash of settings}``."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir() / "pretrained" / f"{name}-{digest}"
+
+
 def save_prior(model: Any, tokenizer: Any, out_dir: Path) -> None:
     """Write a pretrained prior (weights as safetensors, and its tokenizer) into ``out_dir``."""
     from rl4gen import quiet_transformers
@@ -129,31 +165,10 @@ class Task(ABC):
         )
 
     def pretrained_dir(self) -> Path:
-        key = json.dumps(self.pretrain_settings(), sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-        return cache_dir() / "pretrained" / f"{self.name}-{digest}"
+        return cached_path(self.name, self.pretrain_settings())
 
     def pretrain(self, force: bool = False, log: Callable[[str], None] = print) -> Path:
-        """Return the cached prior, building it first when absent (or when ``force``).
-
-        The prior is written to a temporary folder and renamed into place, so an interrupted
-        pretraining never leaves a half-written model in the cache.
-        """
-        target = self.pretrained_dir()
-        if (target / "pretrain.json").is_file() and not force:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        summary = self.build_prior(tmp, log)
-        (tmp / "pretrain.json").write_text(json.dumps({"settings": self.pretrain_settings(), **summary}, indent=2))
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return target
+        """Return the cached prior, building it first when absent (or when ``force``)."""
+        return cached_build(
+            self.pretrained_dir(), self.pretrain_settings(), lambda out: self.build_prior(out, log), force=force
+        )
