@@ -8,7 +8,12 @@ Shared by the diffusion task, the GAN and latent-policy tasks. Images are float 
 from rl4gen.images.classifier import DigitClassifier, load_digit_classifier
 from rl4gen.images.digits import DigitsSplit, load_digits
 from rl4gen.images.grid import save_grid
-from rl4gen.images.metrics import class_coverage, frechet_distance, image_report, within_class_diversity
+from rl4gen.images.metrics import (
+    class_coverage,
+    frechet_distance,
+    image_report,
+    within_class_diversity,
+)
 
 __all__ = [
     "DigitClassifier",
