@@ -138,6 +138,7 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
         import rl4gen.rewards.levels  # noqa: F401  (needs the levels extra: gymnasium, pillow)
     except ImportError:
         pass
+    import rl4gen.rewards.image  # noqa: F401  (its models load lazily: the images extra)
 
     reward: Reward = build_registered("reward", REWARD_TYPES, type_name, args)
     if name is not None:
