@@ -488,6 +488,24 @@ def reward_train(
     _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run, from_db))
 
 
+@reward_app.command("train-images")
+def reward_train_images(
+    votes: Annotated[str, typer.Argument(help="Image votes JSONL (chosen/rejected name PNG files).")],
+    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="Folder for the trained model.")],
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 400,
+    size: Annotated[int, typer.Option(help="Image size the model reads (images are resized).")] = 16,
+) -> None:
+    """Train a Bradley-Terry image reward model on image votes (see docs/tasks/digits.md)."""
+
+    def go() -> None:
+        from rl4gen.images.reward_model import train_image_reward_model
+
+        metrics = train_image_reward_model(votes, output_dir, steps=steps, size=size, log=lambda m: err.print(escape(m)))
+        out.print(f"held-out accuracy {metrics['eval/accuracy']:.1%} on {metrics['eval_pairs']} pairs; model in {output_dir}")
+
+    _run_guarded(go)
+
+
 prefs_app = typer.Typer(help="Synthetic preferences from a policy and a judge (see docs/commands/prefs.md).", no_args_is_help=True)
 app.add_typer(prefs_app, name="prefs")
 
@@ -513,6 +531,24 @@ def prefs_generate(
         report = generate_preferences(cfg, log=lambda m: err.print(escape(m), soft_wrap=True))
         for line in report_lines(report):
             out.print(escape(line))
+
+    _run_guarded(go)
+
+
+@prefs_app.command("image-votes")
+def prefs_image_votes(
+    output: Annotated[str, typer.Argument(help="Votes JSONL to write (PNGs go to a folder beside it).")],
+    style: Annotated[str, typer.Option(help="The judge prefers the image with more of this style.")] = "stroke_weight",
+    n: Annotated[int, typer.Option(min=1, help="Number of votes.")] = 600,
+    seed: Annotated[int, typer.Option(help="Seed of the pairs drawn.")] = 0,
+) -> None:
+    """Write synthetic image votes: pairs of training digits judged by a style rule."""
+
+    def go() -> None:
+        from rl4gen.images.reward_model import synthetic_style_votes
+
+        path = synthetic_style_votes(output, style=style, n=n, seed=seed)
+        out.print(f"wrote {n} votes to {path}")
 
     _run_guarded(go)
 
