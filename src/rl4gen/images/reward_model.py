@@ -130,7 +130,7 @@ def train_image_reward_model(
         raise DataError(f"{votes}: {len(data)} votes are too few to train and evaluate on: collect at least 10.")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=g)
-    n_eval = max(1, int(round(eval_fraction * len(data))))
+    n_eval = max(1, round(eval_fraction * len(data)))
     eval_idx, train_idx = order[:n_eval], order[n_eval:]
     torch.manual_seed(seed)
     model = DigitClassifier(outputs=1)
