@@ -219,6 +219,14 @@ def plan(problem: str, level: np.ndarray, state: _State | None = None, max_state
 
 def is_playable(problem: str, level: np.ndarray) -> bool:
     """True when ``level`` has one player and the scripted player can win it."""
+    t, level = _T[problem], np.asarray(level)
+    count = {name: int((level == i).sum()) for name, i in t.items()}
+    if count["player"] != 1:
+        return False
+    if problem == "zelda" and (count["key"] < 1 or count["door"] < 1):
+        return False
+    if problem == "sokoban" and not count["crate"] == count["target"] >= 1:
+        return False
     try:
         return plan(problem, level) is not None
     except ValueError:

@@ -222,7 +222,7 @@ class GailDiscriminator(nn.Module):
         return {
             "discriminator/acc_real": float((pred[:n] == 1).float().mean()),
             "discriminator/acc_fake": float((pred[n:] == 0).float().mean()),
-            "discriminator/loss": float(loss),
+            "discriminator/loss": loss.item(),
         }
 
     @torch.no_grad()
