@@ -181,6 +181,14 @@ class DifficultyBalanceReward:
         self.unsolvable, self.malformed = float(unsolvable), float(malformed)
         self.player_spec = player
         self._player: Any = None
+        if player != "random" and not str(player).startswith("scripted"):
+            from pathlib import Path
+
+            if not (Path(player) / "player.json").is_file():
+                raise ValueError(
+                    f"difficulty_balance player {player!r} is not a player folder: train one with "
+                    "`rl4gen levels train-player --traces ... --output FOLDER`, or use 'scripted:0.3' or 'random'."
+                )
 
     @property
     def player(self) -> Any:

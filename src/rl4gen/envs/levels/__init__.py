@@ -44,6 +44,6 @@ def register_envs() -> None:
 
 register_envs()
 
-from rl4gen.envs.levels.play import PLAY_ENV_IDS, register_play_envs  # noqa: E402
+from rl4gen.envs.levels.play import PLAY_ENV_IDS, register_play_envs
 
 register_play_envs()

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import gymnasium as gym
 import numpy as np
@@ -92,11 +92,15 @@ class _Layout:
 
     def __init__(self, problem: str, level: np.ndarray) -> None:
         if problem not in PLAY_PROBLEMS:
-            raise ValueError(f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}.")
+            raise ValueError(
+                f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}."
+            )
         level = np.asarray(level, dtype=np.uint8)
         t = _T[problem]
         if level.ndim != 2 or level.max(initial=0) >= len(TILES[problem]):
-            raise ValueError(f"a {problem} level is a 2-D array of tile indices below {len(TILES[problem])}.")
+            raise ValueError(
+                f"a {problem} level is a 2-D array of tile indices below {len(TILES[problem])}."
+            )
         self.problem, self.level = problem, level
         self.height, self.width = level.shape
 
@@ -106,7 +110,9 @@ class _Layout:
 
         players = cells("player")
         if len(players) != 1:
-            raise ValueError(f"a playable {problem} level needs exactly one player ('@'), this one has {len(players)}.")
+            raise ValueError(
+                f"a playable {problem} level needs exactly one player ('@'), this one has {len(players)}."
+            )
         self.solid = cells("solid")
         if problem == "zelda":
             self.keys, self.doors, self.enemies = cells("key"), cells("door"), cells(*_ENEMIES)
@@ -128,7 +134,11 @@ class _Layout:
             return s, "blocked"
         if self.problem == "zelda":
             if nxt in self.doors:
-                return (_State(nxt, has_key=True, key_taken=s.key_taken), "win") if s.has_key else (s, "blocked")
+                return (
+                    (_State(nxt, has_key=True, key_taken=s.key_taken), "win")
+                    if s.has_key
+                    else (s, "blocked")
+                )
             if nxt in self.enemies:
                 return _State(nxt, has_key=s.has_key, key_taken=s.key_taken), "death"
             if nxt in self.keys and nxt not in s.key_taken:
@@ -184,7 +194,9 @@ def egocentric(planes: np.ndarray, player: Cell) -> np.ndarray:
 # ---------------------------------------------------------------------------- scripted player
 
 
-def plan(problem: str, level: np.ndarray, state: _State | None = None, max_states: int = 200_000) -> list[int] | None:
+def plan(
+    problem: str, level: np.ndarray, state: _State | None = None, max_states: int = 200_000
+) -> list[int] | None:
     """The shortest action sequence that wins ``level`` from ``state`` (default its start), by BFS
     over states (zelda: position and key; sokoban: position and crates, exhaustive up to
     ``max_states``); None when there is none."""
@@ -263,13 +275,17 @@ class ScriptedPlayer:
 # ---------------------------------------------------------------------------- level sources
 
 
-def random_levels(problem: str, n: int, seed: int = 0, width: int | None = None, height: int | None = None) -> list[np.ndarray]:
+def random_levels(
+    problem: str, n: int, seed: int = 0, width: int | None = None, height: int | None = None
+) -> list[np.ndarray]:
     """``n`` levels of the level writer's procedural generator that the scripted player can win
     (zelda 11×7 and sokoban 5×5 by default)."""
     from rl4gen.tasks.level_writer import generate_levels
 
     if problem not in PLAY_PROBLEMS:
-        raise ValueError(f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}.")
+        raise ValueError(
+            f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}."
+        )
     w, h = width or SIZES[problem][0], height or SIZES[problem][1]
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
@@ -288,7 +304,9 @@ def load_levels(source: str | Path, problem: str) -> list[np.ndarray]:
         if p == problem and int((level == _T[problem]["player"]).sum()) == 1:
             levels.append(level)
     if not levels:
-        raise ValueError(f"{str(source)!r} holds no {problem} level with exactly one player: generate some first.")
+        raise ValueError(
+            f"{str(source)!r} holds no {problem} level with exactly one player: generate some first."
+        )
     return levels
 
 
@@ -307,7 +325,7 @@ class PlayEnv(gym.Env):
         width, height: level size (default the problem's, 11×7 and 5×5).
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
 
     def __init__(
         self,
@@ -322,24 +340,39 @@ class PlayEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         if problem not in PLAY_PROBLEMS:
-            raise ValueError(f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}.")
+            raise ValueError(
+                f"no play environment for problem {problem!r}: use one of {', '.join(PLAY_PROBLEMS)}."
+            )
         if observation not in ("egocentric", "map"):
             raise ValueError(f"observation must be 'egocentric' or 'map', got {observation!r}.")
         self.problem, self.observation, self.render_mode = problem, observation, render_mode
         if isinstance(levels, str) and levels == "random":
-            self.levels = random_levels(problem, num_levels, seed=level_seed, width=width, height=height)
+            self.levels = random_levels(
+                problem, num_levels, seed=level_seed, width=width, height=height
+            )
         elif isinstance(levels, (str, Path)):
             self.levels = load_levels(levels, problem)
         else:
-            self.levels = [parse_level("\n".join(lv), problem) if isinstance(lv[0], str) else np.asarray(lv, dtype=np.uint8) for lv in levels]
+            self.levels = [
+                parse_level("\n".join(lv), problem)
+                if isinstance(lv[0], str)
+                else np.asarray(lv, dtype=np.uint8)
+                for lv in levels
+            ]
             if not self.levels:
                 raise ValueError("the level source is empty: pass at least one level.")
         self.height, self.width = self.levels[0].shape
         if any(lv.shape != (self.height, self.width) for lv in self.levels):
-            raise ValueError(f"all levels of one play environment need the same size, got {sorted({lv.shape for lv in self.levels})}.")
+            raise ValueError(
+                f"all levels of one play environment need the same size, got {sorted({lv.shape for lv in self.levels})}."
+            )
         self.max_steps = int(max_steps or 2 * self.width * self.height)
         c = num_channels(problem)
-        shape = (c, self.height, self.width) if observation == "map" else (c, 2 * self.height - 1, 2 * self.width - 1)
+        shape = (
+            (c, self.height, self.width)
+            if observation == "map"
+            else (c, 2 * self.height - 1, 2 * self.width - 1)
+        )
         self.observation_space = spaces.Box(0, 1, shape, dtype=np.uint8)
         self.action_space = spaces.Discrete(4)
         self.layout = _Layout(problem, self.levels[0])
@@ -350,7 +383,9 @@ class PlayEnv(gym.Env):
         planes = self.layout.channels(self.state)
         return planes if self.observation == "map" else egocentric(planes, self.state.player)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         level = (options or {}).get("level")
         if level is None:
@@ -359,7 +394,9 @@ class PlayEnv(gym.Env):
             level = parse_level("\n".join(level), self.problem)
         level = np.asarray(level, dtype=np.uint8)
         if level.shape != (self.height, self.width):
-            raise ValueError(f"this environment plays {self.width}x{self.height} levels, got {level.shape[1]}x{level.shape[0]}.")
+            raise ValueError(
+                f"this environment plays {self.width}x{self.height} levels, got {level.shape[1]}x{level.shape[0]}."
+            )
         self.layout = _Layout(self.problem, level)
         self.state, self.steps = self.layout.start, 0
         return self._obs(), {"event": "start", "steps": 0}
@@ -370,7 +407,13 @@ class PlayEnv(gym.Env):
         reward = {"win": 1.0, "death": -1.0, "key": 0.5}.get(event, 0.0)
         terminated = event in ("win", "death")
         truncated = not terminated and self.steps >= self.max_steps
-        return self._obs(), reward, terminated, truncated, {"event": event, "steps": self.steps, "win": event == "win"}
+        return (
+            self._obs(),
+            reward,
+            terminated,
+            truncated,
+            {"event": event, "steps": self.steps, "win": event == "win"},
+        )
 
     @property
     def level(self) -> np.ndarray:
@@ -387,7 +430,14 @@ class PlayEnv(gym.Env):
     def ansi(self) -> str:
         """The current state in the level characters (crates moved, key gone)."""
         t = _T[self.problem]
-        grid = np.where(np.isin(self.layout.level, [t["player"]] + ([t["crate"]] if self.problem == "sokoban" else [])), t["empty"], self.layout.level)
+        grid = np.where(
+            np.isin(
+                self.layout.level,
+                [t["player"]] + ([t["crate"]] if self.problem == "sokoban" else []),
+            ),
+            t["empty"],
+            self.layout.level,
+        )
         if self.problem == "sokoban":
             for x, y in self.layout.targets:
                 grid[y, x] = t["target"]
@@ -405,15 +455,25 @@ def register_play_envs() -> None:
     """Register ``rl4gen/zelda-play-v0`` and ``rl4gen/sokoban-play-v0`` (idempotent)."""
     for problem, name in zip(PLAY_PROBLEMS, PLAY_ENV_IDS, strict=True):
         if name not in gym.registry:
-            gym.register(id=name, entry_point="rl4gen.envs.levels.play:PlayEnv", kwargs={"problem": problem})
+            gym.register(
+                id=name, entry_point="rl4gen.envs.levels.play:PlayEnv", kwargs={"problem": problem}
+            )
 
 
 # ---------------------------------------------------------------------------- traces
 
 
-def trace_record(problem: str, level: np.ndarray, actions: list[int], outcome: str, player: str) -> dict[str, Any]:
-    return {"problem": problem, "level": level_text(level, problem).split("\n"), "actions": [int(a) for a in actions],
-            "outcome": outcome, "steps": len(actions), "player": player}
+def trace_record(
+    problem: str, level: np.ndarray, actions: list[int], outcome: str, player: str
+) -> dict[str, Any]:
+    return {
+        "problem": problem,
+        "level": level_text(level, problem).split("\n"),
+        "actions": [int(a) for a in actions],
+        "outcome": outcome,
+        "steps": len(actions),
+        "player": player,
+    }
 
 
 def write_traces(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -431,7 +491,9 @@ def read_traces(path: str | Path, problem: str | None = None) -> list[dict[str, 
     arrays under ``"array"``."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"traces file {str(path)!r} not found: record some with `rl4gen levels play --record {path}`.")
+        raise ValueError(
+            f"traces file {str(path)!r} not found: record some with `rl4gen levels play --record {path}`."
+        )
     out = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -441,7 +503,9 @@ def read_traces(path: str | Path, problem: str | None = None) -> list[dict[str, 
             record["array"] = parse_level("\n".join(record["level"]), record["problem"])
             actions = [int(a) for a in record["actions"]]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}:{number} is not a trace ({exc}): each line needs 'problem', 'level' rows and 'actions'.") from None
+            raise ValueError(
+                f"{path}:{number} is not a trace ({exc}): each line needs 'problem', 'level' rows and 'actions'."
+            ) from None
         if any(not 0 <= a < 4 for a in actions):
             raise ValueError(f"{path}:{number} has an action outside 0-3 (left, right, up, down).")
         if problem is None or record["problem"] == problem:
@@ -451,23 +515,36 @@ def read_traces(path: str | Path, problem: str | None = None) -> list[dict[str, 
     return out
 
 
-def replay(problem: str, record: dict[str, Any], observation: str = "egocentric") -> tuple[np.ndarray, np.ndarray]:
+def replay(
+    problem: str, record: dict[str, Any], observation: str = "egocentric"
+) -> tuple[np.ndarray, np.ndarray]:
     """Observations and actions of a trace, replayed in a play environment (up to its end)."""
-    level = record["array"] if "array" in record else parse_level("\n".join(record["level"]), problem)
-    env = PlayEnv(problem, levels=[level], observation=observation, max_steps=max(1, len(record["actions"])))
+    level = (
+        record["array"] if "array" in record else parse_level("\n".join(record["level"]), problem)
+    )
+    env = PlayEnv(
+        problem, levels=[level], observation=observation, max_steps=max(1, len(record["actions"]))
+    )
     obs, _ = env.reset(seed=0)
     observations, actions = [], []
     for a in record["actions"]:
         observations.append(obs)
         actions.append(int(a))
-        obs, _, terminated, truncated, _ = env.step(int(a))
+        obs, _, terminated, _, _ = env.step(int(a))
         if terminated:
             break
     shape = env.observation_space.shape
-    return np.array(observations, dtype=np.uint8).reshape(-1, *shape), np.array(actions, dtype=np.int64)
+    return np.array(observations, dtype=np.uint8).reshape(-1, *shape), np.array(
+        actions, dtype=np.int64
+    )
 
 
-def play_episode(env: PlayEnv, act: Callable[[PlayEnv, np.ndarray], int], level: np.ndarray | None = None, seed: int | None = None) -> tuple[list[int], str]:
+def play_episode(
+    env: PlayEnv,
+    act: Callable[[PlayEnv, np.ndarray], int],
+    level: np.ndarray | None = None,
+    seed: int | None = None,
+) -> tuple[list[int], str]:
     """Play one episode with ``act(env, obs)``; the actions and the outcome."""
     obs, _ = env.reset(seed=seed, options={"level": level} if level is not None else None)
     actions: list[int] = []
@@ -480,7 +557,9 @@ def play_episode(env: PlayEnv, act: Callable[[PlayEnv, np.ndarray], int], level:
             return actions, outcome
 
 
-def record_scripted(problem: str, levels: Sequence[np.ndarray], epsilon: float = 0.0, seed: int = 0) -> list[dict[str, Any]]:
+def record_scripted(
+    problem: str, levels: Sequence[np.ndarray], epsilon: float = 0.0, seed: int = 0
+) -> list[dict[str, Any]]:
     """One trace of the (noisy-)optimal scripted player per level."""
     player = ScriptedPlayer(epsilon, seed=seed)
     env = PlayEnv(problem, levels=list(levels))
@@ -492,8 +571,24 @@ def record_scripted(problem: str, levels: Sequence[np.ndarray], epsilon: float =
     return out
 
 
-KEYS = {"a": 0, "h": 0, "left": 0, "\x1b[d": 0, "d": 1, "l": 1, "right": 1, "\x1b[c": 1, "w": 2, "k": 2, "up": 2, "\x1b[a": 2,
-        "s": 3, "j": 3, "down": 3, "\x1b[b": 3}
+KEYS = {
+    "a": 0,
+    "h": 0,
+    "left": 0,
+    "\x1b[d": 0,
+    "d": 1,
+    "l": 1,
+    "right": 1,
+    "\x1b[c": 1,
+    "w": 2,
+    "k": 2,
+    "up": 2,
+    "\x1b[a": 2,
+    "s": 3,
+    "j": 3,
+    "down": 3,
+    "\x1b[b": 3,
+}
 
 
 def record_human(
@@ -509,14 +604,22 @@ def record_human(
         env.reset(options={"level": level})
         actions: list[int] = []
         outcome = None
-        stdout.write(f"level {number}/{len(levels)} ({problem}; w a s d to move, q to give up)\n{env.ansi()}\n")
+        stdout.write(
+            f"level {number}/{len(levels)} ({problem}; w a s d to move, q to give up)\n{env.ansi()}\n"
+        )
         while outcome is None:
             line = stdin.readline()
             if not line:
                 outcome = "quit"
                 break
             text = line.strip().lower()
-            moves = [KEYS[text]] if text in KEYS else [KEYS[c] for c in text if c in KEYS] if text != "q" else []
+            moves = (
+                [KEYS[text]]
+                if text in KEYS
+                else [KEYS[c] for c in text if c in KEYS]
+                if text != "q"
+                else []
+            )
             if text.startswith("q"):
                 outcome = "quit"
                 break

@@ -22,6 +22,7 @@ level size, network width, how it was trained).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,9 +58,20 @@ WEIGHTS_FILE = "model.safetensors"
 class PlayerModel(nn.Module):
     """A policy over the four moves: ``LevelCNN`` (width ``features_dim``) and a linear head."""
 
-    def __init__(self, problem: str, obs_shape: Sequence[int], observation: str = "egocentric", features_dim: int = 128) -> None:
+    def __init__(
+        self,
+        problem: str,
+        obs_shape: Sequence[int],
+        observation: str = "egocentric",
+        features_dim: int = 128,
+    ) -> None:
         super().__init__()
-        self.problem, self.observation, self.obs_shape, self.features_dim = problem, observation, tuple(obs_shape), features_dim
+        self.problem, self.observation, self.obs_shape, self.features_dim = (
+            problem,
+            observation,
+            tuple(obs_shape),
+            features_dim,
+        )
         space = spaces.Box(0, 1, self.obs_shape, dtype=np.uint8)
         self.trunk = LevelCNN(space, features_dim)
         self.head = nn.Linear(features_dim, 4)
@@ -69,7 +81,9 @@ class PlayerModel(nn.Module):
         return self.head(self.trunk(obs))
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, greedy: bool = False, generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, obs: np.ndarray, greedy: bool = False, generator: torch.Generator | None = None
+    ) -> np.ndarray:
         """Actions for a batch of observations (sampled, or the most likely with ``greedy``)."""
         logits = self(torch.as_tensor(np.asarray(obs)))
         if greedy:
@@ -77,8 +91,13 @@ class PlayerModel(nn.Module):
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1).numpy()
 
 
-def make_player(problem: str, observation: str = "egocentric", width: int | None = None, height: int | None = None,
-                features_dim: int = 128) -> PlayerModel:
+def make_player(
+    problem: str,
+    observation: str = "egocentric",
+    width: int | None = None,
+    height: int | None = None,
+    features_dim: int = 128,
+) -> PlayerModel:
     """An untrained player for ``problem``'s play environment."""
     env = PlayEnv(problem, levels=[_blank(problem, width, height)], observation=observation)
     return PlayerModel(problem, env.observation_space.shape, observation, features_dim)
@@ -108,10 +127,18 @@ class Rollout:
     steps: list[int] = field(default_factory=list)
 
 
-def rollout(model: PlayerModel, levels: Sequence[np.ndarray], greedy: bool = False, seed: int = 0,
-            max_steps: int | None = None) -> Rollout:
+def rollout(
+    model: PlayerModel,
+    levels: Sequence[np.ndarray],
+    greedy: bool = False,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> Rollout:
     """Play each level once with ``model``, all levels stepped together (one forward per step)."""
-    envs = [PlayEnv(model.problem, levels=[lv], observation=model.observation, max_steps=max_steps) for lv in levels]
+    envs = [
+        PlayEnv(model.problem, levels=[lv], observation=model.observation, max_steps=max_steps)
+        for lv in levels
+    ]
     obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
     gen = torch.Generator().manual_seed(seed)
     out = Rollout()
@@ -145,8 +172,12 @@ def rollout(model: PlayerModel, levels: Sequence[np.ndarray], greedy: bool = Fal
 # ---------------------------------------------------------------------------- behaviour cloning
 
 
-def trace_pairs(traces: Sequence[dict[str, Any]], problem: str, observation: str = "egocentric",
-                outcomes: Sequence[str] | None = ("win",)) -> tuple[np.ndarray, np.ndarray]:
+def trace_pairs(
+    traces: Sequence[dict[str, Any]],
+    problem: str,
+    observation: str = "egocentric",
+    outcomes: Sequence[str] | None = ("win",),
+) -> tuple[np.ndarray, np.ndarray]:
     """All (observation, action) pairs of the traces (those with an outcome in ``outcomes``; None
     = every trace), replayed in the play environment."""
     obs, acts = [], []
@@ -157,12 +188,21 @@ def trace_pairs(traces: Sequence[dict[str, Any]], problem: str, observation: str
         obs.append(o)
         acts.append(a)
     if not obs:
-        raise ValueError(f"no {problem} trace ends in {', '.join(outcomes or ['anything'])}: record winning traces first.")
+        raise ValueError(
+            f"no {problem} trace ends in {', '.join(outcomes or ['anything'])}: record winning traces first."
+        )
     return np.concatenate(obs), np.concatenate(acts)
 
 
-def behaviour_cloning(model: PlayerModel, obs: np.ndarray, actions: np.ndarray, epochs: int = 20, batch_size: int = 256,
-                      learning_rate: float = 1e-3, seed: int = 0) -> list[dict[str, float]]:
+def behaviour_cloning(
+    model: PlayerModel,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    epochs: int = 20,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> list[dict[str, float]]:
     """Fit ``model`` to the pairs by cross-entropy; one metrics record per epoch
     (``bc/loss``, ``bc/accuracy``)."""
     torch.manual_seed(seed)
@@ -182,7 +222,9 @@ def behaviour_cloning(model: PlayerModel, obs: np.ndarray, actions: np.ndarray, 
             opt.step()
             total += loss.item() * len(idx)
             correct += int((logits.argmax(-1) == y[idx]).sum())
-        history.append({"epoch": epoch + 1, "bc/loss": total / len(x), "bc/accuracy": correct / len(x)})
+        history.append(
+            {"epoch": epoch + 1, "bc/loss": total / len(x), "bc/accuracy": correct / len(x)}
+        )
     return history
 
 
@@ -193,7 +235,9 @@ class GailDiscriminator(nn.Module):
     """``D(s, a)``: a logit that (observation, action) comes from the recorded player rather than
     the model. ``LevelCNN`` over the observation, the action one-hot appended, an MLP head."""
 
-    def __init__(self, obs_shape: Sequence[int], features_dim: int = 64, learning_rate: float = 1e-3) -> None:
+    def __init__(
+        self, obs_shape: Sequence[int], features_dim: int = 64, learning_rate: float = 1e-3
+    ) -> None:
         super().__init__()
         self.trunk = LevelCNN(spaces.Box(0, 1, tuple(obs_shape), dtype=np.uint8), features_dim)
         self.head = nn.Sequential(nn.Linear(features_dim + 4, 64), nn.ReLU(), nn.Linear(64, 1))
@@ -203,7 +247,13 @@ class GailDiscriminator(nn.Module):
         feats = self.trunk(obs)
         return self.head(torch.cat([feats, F.one_hot(actions.long(), 4).float()], -1)).squeeze(-1)
 
-    def update(self, real_obs: np.ndarray, real_actions: np.ndarray, fake_obs: np.ndarray, fake_actions: np.ndarray) -> dict[str, float]:
+    def update(
+        self,
+        real_obs: np.ndarray,
+        real_actions: np.ndarray,
+        fake_obs: np.ndarray,
+        fake_actions: np.ndarray,
+    ) -> dict[str, float]:
         """One optimiser step of binary cross-entropy (real = 1, fake = 0) on the two batches;
         returns ``discriminator/acc_real``, ``discriminator/acc_fake`` and ``discriminator/loss``
         (measured on the batch before the step)."""
@@ -212,8 +262,15 @@ class GailDiscriminator(nn.Module):
         labels = torch.cat([torch.ones(len(real_obs)), torch.zeros(len(fake_obs))])
         logits = self(obs, act)
         # each side weighs half, whatever the batch sizes
-        weights = torch.cat([torch.full((len(real_obs),), 0.5 / len(real_obs)), torch.full((len(fake_obs),), 0.5 / len(fake_obs))])
-        loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
+        weights = torch.cat(
+            [
+                torch.full((len(real_obs),), 0.5 / len(real_obs)),
+                torch.full((len(fake_obs),), 0.5 / len(fake_obs)),
+            ]
+        )
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights
+        ).sum()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -271,7 +328,7 @@ def finetune(
             record.update(discriminator.update(real[0][pick], real[1][pick], obs, acts))
             flat = discriminator.reward(obs, acts)
             bounds = np.cumsum([0] + [len(r) for r in roll.rewards])
-            bonus = [gail_weight * flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            bonus = [gail_weight * flat[a:b] for a, b in itertools.pairwise(bounds)]
             record["gail/reward"] = float(flat.mean())
         returns = []
         for r, b in zip(roll.rewards, bonus, strict=True):
@@ -289,15 +346,21 @@ def finetune(
         loss = -(adv * chosen).mean() - entropy_coef * entropy
         if bc_weight and real is not None:
             pick = rng.integers(len(real[0]), size=min(len(real[0]), 256))
-            loss = loss + bc_weight * F.cross_entropy(model(torch.as_tensor(real[0][pick])), torch.as_tensor(real[1][pick]))
+            loss = loss + bc_weight * F.cross_entropy(
+                model(torch.as_tensor(real[0][pick])), torch.as_tensor(real[1][pick])
+            )
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        record.update({
-            "player/success_rate": float(np.mean(roll.wins)), "player/return": float(np.mean([r.sum() for r in roll.rewards])),
-            "player/steps": float(np.mean(roll.steps)), "player/entropy": float(entropy),
-        })
+        record.update(
+            {
+                "player/success_rate": float(np.mean(roll.wins)),
+                "player/return": float(np.mean([r.sum() for r in roll.rewards])),
+                "player/steps": float(np.mean(roll.steps)),
+                "player/entropy": entropy.item(),
+            }
+        )
         history.append(record)
     return history
 
@@ -305,8 +368,14 @@ def finetune(
 # ---------------------------------------------------------------------------- playtesting
 
 
-def playtest(levels: Sequence[np.ndarray], player: PlayerModel | ScriptedPlayer | str, problem: str | None = None,
-             episodes: int = 4, seed: int = 0, greedy: bool = False) -> dict[str, Any]:
+def playtest(
+    levels: Sequence[np.ndarray],
+    player: PlayerModel | ScriptedPlayer | str,
+    problem: str | None = None,
+    episodes: int = 4,
+    seed: int = 0,
+    greedy: bool = False,
+) -> dict[str, Any]:
     """Play every level ``episodes`` times with ``player`` (a model, a ``ScriptedPlayer`` or
     ``"random"``).
 
@@ -318,7 +387,9 @@ def playtest(levels: Sequence[np.ndarray], player: PlayerModel | ScriptedPlayer 
     if isinstance(player, PlayerModel):
         problem = player.problem
     if problem is None:
-        raise ValueError("playtest needs the problem (zelda or sokoban) when the player is not a model.")
+        raise ValueError(
+            "playtest needs the problem (zelda or sokoban) when the player is not a model."
+        )
     levels = [np.asarray(lv, dtype=np.uint8) for lv in levels]
     optimal = []
     for lv in levels:
@@ -332,7 +403,9 @@ def playtest(levels: Sequence[np.ndarray], player: PlayerModel | ScriptedPlayer 
     for e in range(episodes):
         playable = [i for i, lv in enumerate(levels) if int((lv == 2).sum()) == 1]
         if isinstance(player, PlayerModel):
-            roll = rollout(player, [levels[i] for i in playable], greedy=greedy, seed=seed + e * len(levels))
+            roll = rollout(
+                player, [levels[i] for i in playable], greedy=greedy, seed=seed + e * len(levels)
+            )
             for i, w, s in zip(playable, roll.wins, roll.steps, strict=True):
                 wins[i, e], steps[i, e] = w, s
         else:
@@ -342,12 +415,19 @@ def playtest(levels: Sequence[np.ndarray], player: PlayerModel | ScriptedPlayer 
             for i in playable:
                 env = PlayEnv(problem, levels=[levels[i]])
                 if player == "random":
-                    actions, outcome = play_episode(env, lambda _e, _o: int(rng.integers(4)))
+                    actions, outcome = play_episode(
+                        env, lambda _e, _o, rng=rng: int(rng.integers(4))
+                    )
                 else:
                     player._plan = []  # type: ignore[union-attr]
                     actions, outcome = play_episode(env, lambda en, _o: player.act(en))  # type: ignore[union-attr]
                 wins[i, e], steps[i, e] = outcome == "win", len(actions)
-    won_ratio = [steps[i, e] / optimal[i] for i in range(len(levels)) for e in range(episodes) if wins[i, e] and optimal[i]]
+    won_ratio = [
+        steps[i, e] / optimal[i]
+        for i in range(len(levels))
+        for e in range(episodes)
+        if wins[i, e] and optimal[i]
+    ]
     solvable = [o for o in optimal if o is not None]
     success = float(wins.mean()) if len(levels) else 0.0
     return {
@@ -371,8 +451,14 @@ def save_player(model: PlayerModel, path: str | Path, **info: Any) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_FILE))
-    meta = {"problem": model.problem, "observation": model.observation, "obs_shape": list(model.obs_shape),
-            "features_dim": model.features_dim, **model.info, **info}
+    meta = {
+        "problem": model.problem,
+        "observation": model.observation,
+        "obs_shape": list(model.obs_shape),
+        "features_dim": model.features_dim,
+        **model.info,
+        **info,
+    }
     (out / PLAYER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -383,11 +469,19 @@ def load_player(path: str | Path) -> PlayerModel:
 
     folder = Path(path)
     if not (folder / PLAYER_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise ValueError(f"{str(folder)!r} is not a player model: it needs {PLAYER_FILE} and {WEIGHTS_FILE} (rl4gen levels train-player).")
+        raise ValueError(
+            f"{str(folder)!r} is not a player model: it needs {PLAYER_FILE} and {WEIGHTS_FILE} (rl4gen levels train-player)."
+        )
     meta = json.loads((folder / PLAYER_FILE).read_text(encoding="utf-8"))
-    model = PlayerModel(meta["problem"], meta["obs_shape"], meta["observation"], meta["features_dim"])
+    model = PlayerModel(
+        meta["problem"], meta["obs_shape"], meta["observation"], meta["features_dim"]
+    )
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    model.info = {k: v for k, v in meta.items() if k not in ("problem", "observation", "obs_shape", "features_dim")}
+    model.info = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("problem", "observation", "obs_shape", "features_dim")
+    }
     model.eval()
     return model
 
@@ -411,7 +505,8 @@ def train_player(
     """``rl4gen levels train-player``: behaviour cloning on ``traces`` (when given), then
     ``rl_steps`` of fine-tuning (GAIL with traces, plain RL without) on ``levels`` random playable
     levels, then a playtest on ``eval_levels`` held-out levels (seed ``level_seed + 1``) against
-    the random policy. Saves the player to ``output``; returns the summary."""
+    the random policy. Saves the player to ``output`` (with ``metrics.jsonl``: one record per
+    cloning epoch and fine-tuning step); returns the summary."""
     from rl4gen.envs.levels.play import random_levels
 
     torch.manual_seed(seed)
@@ -419,22 +514,56 @@ def train_player(
     records = read_traces(traces, problem) if traces else None
     model = make_player(problem, observation)
     summary: dict[str, Any] = {"problem": problem, "traces": str(traces) if traces else None}
+    history: list[dict[str, Any]] = []
     if records:
         obs, acts = trace_pairs(records, problem, observation)
         hist = behaviour_cloning(model, obs, acts, epochs=epochs, seed=seed)
-        summary.update({"bc_pairs": len(acts), "bc/loss": hist[-1]["bc/loss"], "bc/accuracy": hist[-1]["bc/accuracy"]})
-        log(f"behaviour cloning: {len(records)} traces, {len(acts)} pairs, accuracy {hist[-1]['bc/accuracy']:.3f}")
+        history += [{"phase": "bc", **h} for h in hist]
+        summary.update(
+            {
+                "bc_pairs": len(acts),
+                "bc/loss": hist[-1]["bc/loss"],
+                "bc/accuracy": hist[-1]["bc/accuracy"],
+            }
+        )
+        log(
+            f"behaviour cloning: {len(records)} traces, {len(acts)} pairs, accuracy {hist[-1]['bc/accuracy']:.3f}"
+        )
     elif not rl_steps:
-        raise ValueError("train-player needs --traces (behaviour cloning) or --rl-steps > 0 (plain RL).")
+        raise ValueError(
+            "train-player needs --traces (behaviour cloning) or --rl-steps > 0 (plain RL)."
+        )
     if rl_steps:
         train_levels = random_levels(problem, levels, seed=level_seed)
-        hist = finetune(model, train_levels, steps=rl_steps, episodes_per_step=episodes_per_step, traces=records,
-                        gail_weight=gail_weight if records else 0.0, bc_weight=bc_weight, seed=seed)
+        hist = finetune(
+            model,
+            train_levels,
+            steps=rl_steps,
+            episodes_per_step=episodes_per_step,
+            traces=records,
+            gail_weight=gail_weight if records else 0.0,
+            bc_weight=bc_weight,
+            seed=seed,
+        )
+        history += [{"phase": "gail" if records else "rl", **h} for h in hist]
         summary["finetune"] = hist[-1]
-        log(f"{'GAIL' if records else 'RL'} fine-tuning: {rl_steps} steps, last batch success {hist[-1]['player/success_rate']:.3f}")
+        log(
+            f"{'GAIL' if records else 'RL'} fine-tuning: {rl_steps} steps, last batch success {hist[-1]['player/success_rate']:.3f}"
+        )
     held_out = random_levels(problem, eval_levels, seed=level_seed + 1)
-    summary["eval"] = {k: v for k, v in playtest(held_out, model, episodes=2, seed=seed).items() if k != "per_level"}
-    summary["eval_random"] = {k: v for k, v in playtest(held_out, "random", problem=problem, episodes=2, seed=seed).items() if k != "per_level"}
+    summary["eval"] = {
+        k: v
+        for k, v in playtest(held_out, model, episodes=2, seed=seed).items()
+        if k != "per_level"
+    }
+    summary["eval_random"] = {
+        k: v
+        for k, v in playtest(held_out, "random", problem=problem, episodes=2, seed=seed).items()
+        if k != "per_level"
+    }
     model.info = {"training": summary}
     save_player(model, output)
+    with (Path(output) / "metrics.jsonl").open("w", encoding="utf-8") as f:
+        for record in history:
+            f.write(json.dumps(record) + "\n")
     return summary
