@@ -163,14 +163,13 @@ def test_record_traces_from_stdin(tmp_path) -> None:
 
 def test_behaviour_cloning_beats_random_on_held_out_levels(tmp_path) -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     train = random_levels("zelda", 150, seed=0)
     held_out = random_levels("zelda", 32, seed=1)
     traces = record_scripted("zelda", train)
     obs, acts = trace_pairs(traces, "zelda")
     model = PlayerModel("zelda", obs.shape[1:], "egocentric", features_dim=128)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    untrained = playtest(held_out, model, episodes=2)["success_rate"]
+    untrained = playtest(held_out, model, episodes=1)["success_rate"]
     random = playtest(held_out, "random", problem="zelda", episodes=2)["success_rate"]
     history = behaviour_cloning(model, obs, acts, epochs=15)
     assert history[-1]["bc/loss"] < history[0]["bc/loss"]
