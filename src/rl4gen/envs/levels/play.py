@@ -463,27 +463,19 @@ def register_play_envs() -> None:
 # ---------------------------------------------------------------------------- traces
 
 
-def trace_record(
-    problem: str, level: np.ndarray, actions: list[int], outcome: str, player: str
-) -> dict[str, Any]:
-    return {
-        "problem": problem,
-        "level": level_text(level, problem).split("\n"),
-        "actions": [int(a) for a in actions],
-        "outcome": outcome,
-        "steps": len(actions),
-        "player": player,
-    }
+def trace_record(problem: str, level: np.ndarray, actions: list[int], outcome: str, player: str) -> dict[str, Any]:
+    """One trace: the level's rows (as in ``samples/levels.jsonl``), the moves and the outcome."""
+    from rl4gen.envs.levels.samples import level_record
+
+    moves = [int(a) for a in actions]
+    return level_record(level, problem, actions=moves, outcome=outcome, steps=len(moves), player=player)
 
 
 def write_traces(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Append trace records to a ``.jsonl`` file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    return path
+    from rl4gen.envs.levels.samples import append_jsonl
+
+    return append_jsonl(path, records)
 
 
 def read_traces(path: str | Path, problem: str | None = None) -> list[dict[str, Any]]:

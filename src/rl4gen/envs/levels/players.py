@@ -9,7 +9,7 @@ used as a playtester whose success rate is a level's difficulty estimate.
   Ermon, "Generative Adversarial Imitation Learning", 2016); ``update`` takes one step of binary
   cross-entropy, trace pairs labelled 1 and model pairs 0, and reports
   ``discriminator/acc_real``, ``discriminator/acc_fake``, ``discriminator/loss``;
-  ``reward`` is ``−log(1 − D(s, a)) = softplus(logit)``.
+  ``reward`` is the logit ``log D − log(1 − D)`` (signed, so that it does not reward survival).
 - ``finetune``: REINFORCE with a batch-mean baseline over episodes on training levels; the step
   reward is the environment's (+1 win, +0.5 key, −1 death) plus ``gail_weight`` × the
   discriminator's reward (0 = plain RL), with an optional behaviour-cloning term.
@@ -284,8 +284,11 @@ class GailDiscriminator(nn.Module):
 
     @torch.no_grad()
     def reward(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """``−log(1 − D(s, a))``: high where the pair looks like the player's."""
-        return F.softplus(self(torch.as_tensor(obs), torch.as_tensor(actions))).numpy()
+        """``log D(s, a) − log(1 − D(s, a))`` (the logit): positive where the pair looks like the
+        player's, negative where it looks like the model's. GAIL's original ``−log(1 − D)`` is
+        never negative, which pays the agent for merely staying alive: with it, fine-tuning a
+        cloned zelda player learnt to wander until the step limit (held-out success 0.51 → 0.02)."""
+        return self(torch.as_tensor(obs), torch.as_tensor(actions)).numpy()
 
 
 # ---------------------------------------------------------------------------- fine-tuning
