@@ -85,3 +85,14 @@ def test_pipeline_end_to_end_reports_every_method(tmp_path: Path, one_thread: No
     table = (run / "report.md").read_text()
     assert "| method | judge before | judge after" in table and "| ppo |" in table
     assert "| grpo |" in result.output  # the table is printed at the end
+
+
+def test_the_recipe_resolves_with_dry_run() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    result = runner.invoke(app, ["pipeline", "dialogue", "--config", str(root / "configs" / "dialogue-pipeline.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.output)
+    assert cfg["methods"] == ["ppo", "grpo", "dpo"] and cfg["heldout_judge"]["type"] == "satisfaction"
+    assert cfg["prefs"]["judge"]["args"]["args"]["parts"] == ["helpful", "non_repetitive", "concise"]

@@ -47,6 +47,15 @@ from rl4gen.prefs import JudgeSpec
 
 Method = Literal["ppo", "grpo", "dpo"]
 
+#: The pipeline's RL settings on top of the task's recipe (before the recipe's ``rl`` overrides).
+RL_DEFAULTS: dict[str, Any] = {"max_steps": 40, "eval_steps": 20}
+#: Each RL method's algorithm block (before the recipe's ``ppo`` / ``grpo`` overrides): PPO takes
+#: one reply per question and four epochs over them; GRPO four replies per question, one update.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"name": "ppo", "num_generations": 1, "kl_coef": 0.05, "num_ppo_epochs": 4},
+    "grpo": {"name": "grpo", "num_generations": 4, "beta": 0.05},
+}
+
 
 class HeldOutJudge(Strict):
     type: str = "satisfaction"
@@ -88,12 +97,14 @@ class PipelineConfig(Strict):
     prefs: PrefsStage = Field(default_factory=PrefsStage)
     heldout_judge: HeldOutJudge = Field(default_factory=HeldOutJudge)
     """What the report's ``judge`` column measures (never seen in training)."""
+    pairs_eval_fraction: float = Field(0.2, gt=0, lt=1)
+    """Preference pairs held out (the same ones, by seed) from the reward model and DPO: their held-out accuracy."""
     reward: dict[str, Any] = Field(default_factory=dict)
     """Overrides of ``rl4gen reward train``'s config (docs/commands/reward.md), e.g. num_heads."""
     rl: dict[str, Any] = Field(default_factory=dict)
     """Overrides of ``rl4gen train``'s config shared by PPO and GRPO (on top of the task's recipe)."""
     ppo: dict[str, Any] = Field(default_factory=dict)
-    """Overrides for the PPO run (after rl); ``algorithm`` replaces the task's algorithm block."""
+    """Overrides for the PPO run (after rl); its algorithm block starts from ALGORITHM_DEFAULTS, not the task's."""
     grpo: dict[str, Any] = Field(default_factory=dict)
     """Overrides for the GRPO run (after rl)."""
     dpo: dict[str, Any] = Field(default_factory=dict)
@@ -145,7 +156,7 @@ def stage_configs(config: PipelineConfig, run_dir: Path, prior: str) -> StageCon
         "prefs",
     )
     # The reward model and DPO hold out the same pairs: the same fraction and seed give the same split.
-    data = {"train_file": prefs_file, "eval_fraction": 0.2}
+    data = {"train_file": prefs_file, "eval_fraction": config.pairs_eval_fraction}
     reward_data = {
         **common, "run_name": "reward", "model": {"path": prior}, "data": data, "head": "classification",
         "learning_rate": 3e-4, "num_train_epochs": 2, "per_device_train_batch_size": 32, "warmup_steps": 5,
@@ -160,18 +171,14 @@ def stage_configs(config: PipelineConfig, run_dir: Path, prior: str) -> StageCon
         **common, "task": config.task, "model": {"path": prior}, "reference_metrics": True,
         "rewards": [{"type": "reward_model", "args": rm_args}], "eval_size": config.eval_size,
     })
-    base = deep_merge(base, config.rl)
+    base = deep_merge(deep_merge(base, RL_DEFAULTS), config.rl)
     rl: dict[str, TrainConfig] = {}
-    for method in ("ppo", "grpo"):
+    for method, algorithm in ALGORITHM_DEFAULTS.items():
         if method not in config.methods:
             continue
-        overrides: dict[str, Any] = getattr(config, method)
-        data_m = dict(base)
-        if method == "ppo" or "algorithm" in overrides:
-            data_m["algorithm"] = {"name": method}  # another algorithm's fields would not validate
-        data_m = deep_merge(data_m, {"algorithm": {"name": method}, "run_name": method})
-        data_m = deep_merge(data_m, overrides)
-        data_m.setdefault("eval_steps", data_m.get("max_steps", 100))
+        # the method's own algorithm block replaces the task's (another algorithm's fields would not validate)
+        data_m = {**base, "algorithm": dict(algorithm), "run_name": method}
+        data_m = deep_merge(data_m, getattr(config, method))
         try:
             rl[method] = validate_config(data_m)
         except ConfigError as exc:
@@ -386,21 +393,21 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# RLHF pipeline: {report['task']}",
         "",
-        f"Held-out judge: `{report['heldout_judge']['type']}` {report['heldout_judge']['args'] or ''}; "
-        f"{report['eval_prompts']} held-out prompts, two replies each.",
+        (f"Held-out judge: `{report['heldout_judge']['type']}` {report['heldout_judge']['args'] or ''}; "
+        f"{report['eval_prompts']} held-out prompts, two replies each."),
         "",
         *report_table(report),
         "",
         "Prior (before): " + ", ".join(f"{k} {_f(v)}" for k, v in b["judge_parts"].items()) + f", {b['reply_words']:.1f} words per reply.",
         "",
-        f"Preferences: {prefs['pairs']} pairs from {prefs['prompts']} training prompts "
+        (f"Preferences: {prefs['pairs']} pairs from {prefs['prompts']} training prompts "
         f"(training judge `{report['training_judge']['type']}` {report['training_judge']['args']}); the held-out judge "
-        f"agrees with it on {_f(prefs['agreement'])} of them.",
+        f"agrees with it on {_f(prefs['agreement'])} of them."),
         f"Reward model on held-out pairs: accuracy {_f(rm_eval.get('accuracy'))}, ECE {_f(rm_eval.get('ece'))}.",
         "",
-        "Agreement: how often the reward model ranks two replies to a held-out prompt as the held-out judge does "
+        ("Agreement: how often the reward model ranks two replies to a held-out prompt as the held-out judge does "
         "(judge ties left out). The RM rising while the judge does not, with agreement falling on the RL "
-        "policy's replies, is reward hacking.",
+        "policy's replies, is reward hacking."),
         "",
         "Seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()),
     ]
