@@ -246,6 +246,7 @@ class PolicyReport:
     agreement_pairs: int
     judge_ties: int
     reply_words: float
+    distinct_replies: float  # distinct replies / replies (low = the policy says the same thing to everyone)
 
 
 def evaluate_policy(policy: Any, prior: Any, contexts: list[Any], judge: Any, rm: Any, seed: int) -> PolicyReport:
@@ -272,6 +273,7 @@ def evaluate_policy(policy: Any, prior: Any, contexts: list[Any], judge: Any, rm
         agreement_pairs=counted,
         judge_ties=ties,
         reply_words=sum(len(s.split()) for s in samples) / len(samples),
+        distinct_replies=len(set(samples)) / len(samples),
     )
 
 
@@ -354,7 +356,9 @@ def run_pipeline(
         "heldout_judge": config.heldout_judge.model_dump(),
         "training_judge": config.prefs.judge.model_dump(),
         "prefs": report_dict(prefs),
-        "reward_model": {"run_dir": str(rm_result.run_dir), "eval": rm_result.final_eval},
+        "reward_model": {
+            "run_dir": str(rm_result.run_dir), "eval": {k.removeprefix("eval/"): v for k, v in rm_result.final_eval.items()}
+        },
         "eval_prompts": len(contexts),
         "before": asdict(before),
         "methods": {m: asdict(r) for m, r in after.items()},
@@ -373,13 +377,14 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 def report_table(report: dict[str, Any]) -> list[str]:
-    """The before/after table, one row per method, as markdown lines."""
+    """The before/after table, one row per method (the prior first, after = before), as markdown lines."""
     b = report["before"]
     parts = list(b["judge_parts"])
     head = ["method", "judge before", "judge after", *[f"{p} after" for p in parts], "KL/token",
             "RM before", "RM after", "RM-judge agreement before", "after"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    for method, a in report["methods"].items():
+    rows = [("SFT prior", b), *report["methods"].items()]
+    for method, a in rows:
         cells = [method, _f(b["judge"]), _f(a["judge"]), *[_f(a["judge_parts"].get(p)) for p in parts],
                  _f(a["kl"]), _f(b["reward_model"]), _f(a["reward_model"]), _f(b["agreement"]), _f(a["agreement"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -393,12 +398,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# RLHF pipeline: {report['task']}",
         "",
-        (f"Held-out judge: `{report['heldout_judge']['type']}` {report['heldout_judge']['args'] or ''}; "
+        (f"Held-out judge: `{report['heldout_judge']['type']}` {report['heldout_judge']['args'] or ''}".rstrip() + "; "
         f"{report['eval_prompts']} held-out prompts, two replies each."),
         "",
         *report_table(report),
         "",
-        "Prior (before): " + ", ".join(f"{k} {_f(v)}" for k, v in b["judge_parts"].items()) + f", {b['reply_words']:.1f} words per reply.",
+        "Words per reply, distinct replies: " + ", ".join(
+            f"{m} {r['reply_words']:.1f}, {r['distinct_replies']:.2f}"
+            for m, r in [("SFT prior", b), *report["methods"].items()]
+        ) + ".",
         "",
         (f"Preferences: {prefs['pairs']} pairs from {prefs['prompts']} training prompts "
         f"(training judge `{report['training_judge']['type']}` {report['training_judge']['args']}); the held-out judge "
