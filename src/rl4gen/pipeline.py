@@ -325,7 +325,9 @@ def run_pipeline(
     lap("reward", t0)
 
     generation = GenerationConfig.model_validate(task.default_config().get("generation", {}))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the trainers put their policies
     prior = CausalLMPolicy.from_pretrained(prior_dir, generation)
+    prior.model.to(device)
     rm = build_reward("reward_model", path=str(rm_result.run_dir / "model"))
     judge = build_reward(config.heldout_judge.type, **config.heldout_judge.args)
     contexts = task.eval_contexts(config.eval_size)
@@ -342,6 +344,7 @@ def run_pipeline(
         if method == "dpo":
             result_dir = train_dpo(stages.dpo, show_progress=show_progress, log=log).run_dir
             policy = CausalLMPolicy.from_pretrained(result_dir / "model", generation)
+            policy.model.to(device)
         else:
             trainer = Trainer(stages.rl[method], task=task, show_progress=show_progress, log=log)
             trainer.train()
