@@ -486,7 +486,7 @@ def test_dry_run_in_process_matches(bad: SimpleNamespace) -> None:
     _check_dry_run_overrides(_dry_run_config(invoke(args, bad.d)))
 
 
-TRAIN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith(("-dpo", "-sft", "-reward", "-prefs")))
+TRAIN_RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith(("-dpo", "-sft", "-reward", "-prefs", "-pipeline")))
 
 
 @pytest.mark.parametrize("path", TRAIN_RECIPES, ids=lambda p: p.name)

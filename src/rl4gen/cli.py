@@ -1,5 +1,5 @@
 """The ``rl4gen`` command line: train, sft, dpo, reward train, prefs generate, pretrain, sample, eval, demo,
-data, levels, models, feedback.
+pipeline, data, levels, models, feedback.
 
 User mistakes (bad config, missing files, malformed overrides) end with one sentence on stderr
 and exit code 2, with no traceback; bugs keep their traceback.
@@ -321,6 +321,36 @@ def demo(
         from rl4gen.demo import run_demo
 
         run_demo(task, output_dir=output_dir, sets=set_, show_progress=progress, console=out, log=lambda m: err.print(m))
+
+    _run_guarded(go)
+
+
+@app.command()
+def pipeline(
+    task: Annotated[str | None, typer.Argument(help="Task (dialogue); default: the recipe's, else dialogue.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML recipe (see configs/dialogue-pipeline.yaml).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Folder for the pipeline's run folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set ppo.max_steps=10")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """The RLHF pipeline: SFT prior, synthetic preferences, reward model, PPO / GRPO / DPO, report."""
+
+    def go() -> None:
+        from rl4gen.offline import dump_offline_config
+        from rl4gen.pipeline import load_pipeline_config, report_table, run_pipeline
+
+        sets = list(set_ or [])
+        if output_dir is not None:
+            sets.append(f"output_dir={json.dumps(output_dir)}")
+        cfg = load_pipeline_config(config, sets, task)
+        if dry_run:
+            sys.stdout.write(dump_offline_config(cfg))
+            return
+        result = run_pipeline(cfg, show_progress=progress, log=lambda m: err.print(escape(m), soft_wrap=True))
+        out.print(f"run folder: {result.run_dir}")
+        for line in report_table(result.report):
+            out.print(escape(line))
 
     _run_guarded(go)
 

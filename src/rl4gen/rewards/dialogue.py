@@ -151,3 +151,47 @@ class OnTopicReward:
             0.0 if not str(s).strip() else min(1.0, max(0.0, (c - self.low) / (self.high - self.low)))
             for s, c in zip(samples, sims)
         ]
+
+
+SATISFACTION_PARTS = ("on_topic", "helpful", "non_repetitive", "concise")
+
+
+@register_reward("satisfaction")
+class SatisfactionReward:
+    """The simulated user's satisfaction: the mean of the chosen parts (default all four).
+
+    Args:
+        parts: which of ``on_topic``, ``helpful``, ``non_repetitive`` and ``concise`` to average.
+            Leaving ``on_topic`` out gives a judge that never sees the topic (and loads no
+            sentence encoder); the dialogue pipeline trains its reward model on such a judge and
+            evaluates with the full user, so a policy that drifts off topic shows.
+        max_words: ``concise``'s length budget.
+        low, high: ``on_topic``'s similarity range.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[str] = SATISFACTION_PARTS,
+        max_words: int = 20,
+        low: float = 0.1,
+        high: float = 0.35,
+    ) -> None:
+        unknown = [p for p in parts if p not in SATISFACTION_PARTS]
+        if unknown or not parts:
+            raise ValueError(f"parts must be a non-empty list of {', '.join(SATISFACTION_PARTS)}; got {list(parts)}")
+        self.name = "satisfaction"
+        made: dict[str, Any] = {
+            "on_topic": lambda: OnTopicReward(low=low, high=high),
+            "helpful": HelpfulReward,
+            "non_repetitive": NonRepetitiveReward,
+            "concise": lambda: ConciseReward(max_words=max_words),
+        }
+        self.rewards = [made[p]() for p in dict.fromkeys(parts)]
+
+    def parts(self, samples: Sequence[Any], contexts: Sequence[Any]) -> dict[str, list[float]]:
+        """Each part's values, by part name."""
+        return {r.name: [float(v or 0.0) for v in r(samples, contexts)] for r in self.rewards}
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float | None]:
+        columns = list(self.parts(samples, contexts).values())
+        return [sum(col[i] for col in columns) / len(columns) for i in range(len(samples))]

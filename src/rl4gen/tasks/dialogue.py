@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from rl4gen.models.char_gpt import build_tiny_gpt, train_bpe_tokenizer
 from rl4gen.models.pretrain import pad_right, pretrain_lm
+from rl4gen.rewards.dialogue import SATISFACTION_PARTS
 from rl4gen.tasks.base import Task, TinyGPTOptions, save_prior
 from rl4gen.tasks.dialogue_corpus import GREETINGS, make_dialogues, prompt_of, questions
 
-SATISFACTION = ("on_topic", "helpful", "non_repetitive", "concise")
+CHATML = "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
 class DialogueOptions(TinyGPTOptions):
@@ -35,6 +36,9 @@ class DialogueOptions(TinyGPTOptions):
     pretrain_steps: int = Field(300, ge=1)
     """SFT steps of the prior (fixed in advance)."""
     pretrain_batch_size: int = Field(64, ge=1)
+    prompt_format: Literal["plain", "chatml"] = "plain"
+    """How a question is put to the model: plain (``user: ...\\nbot:``, the tiny prior's format) or
+    chatml (``<|im_start|>user ...``, the chat template of SmolLM2-Instruct and other ChatML models)."""
 
 
 class DialogueTask(Task):
@@ -44,7 +48,7 @@ class DialogueTask(Task):
 
     def __init__(self, task_args: dict[str, Any] | None = None) -> None:
         super().__init__(task_args)
-        self._rewards: list[Any] | None = None
+        self._user: Any = None
 
     # ------------------------------------------------------------------ data
 
@@ -53,7 +57,8 @@ class DialogueTask(Task):
         for i, g in zip(pair_idx, greeting_idx):
             topic, question = pairs[i]
             user = GREETINGS[g] + question
-            out.append({"prompt": prompt_of(user), "user": user, "topic": topic})
+            prompt = prompt_of(user) if self.options.prompt_format == "plain" else CHATML.format(user=user)
+            out.append({"prompt": prompt, "user": user, "topic": topic})
         return out
 
     def train_contexts(self, generator: torch.Generator, n: int) -> list[dict[str, str]]:
@@ -71,15 +76,13 @@ class DialogueTask(Task):
 
     # ------------------------------------------------------------------ evaluation
 
-    def satisfaction_rewards(self) -> list[Any]:
-        if self._rewards is None:
-            from rl4gen.rewards.base import build_reward
+    def user(self) -> Any:
+        """The simulated user: a :class:`~rl4gen.rewards.dialogue.SatisfactionReward` over all four parts."""
+        if self._user is None:
+            from rl4gen.rewards.dialogue import SatisfactionReward
 
-            self._rewards = [
-                build_reward("on_topic"), build_reward("helpful"), build_reward("non_repetitive"),
-                build_reward("concise", max_words=self.options.max_words),
-            ]
-        return self._rewards
+            self._user = SatisfactionReward(max_words=self.options.max_words)
+        return self._user
 
     def evaluate(self, policy: Any, n: int) -> dict[str, float]:
         """One reply per held-out question (fixed seed): the simulated user's ``satisfaction``
@@ -87,10 +90,7 @@ class DialogueTask(Task):
         has a reference, the per-token KL (k3) to it."""
         contexts = self.eval_contexts(n)
         rollout = policy.sample(contexts, 1, generator=torch.Generator(device=policy.device).manual_seed(777))
-        parts: dict[str, float] = {}
-        for reward in self.satisfaction_rewards():
-            values = [float(v or 0.0) for v in reward(rollout.samples, contexts)]
-            parts[reward.name] = sum(values) / len(values)
+        parts = {k: sum(v) / len(v) for k, v in self.user().parts(rollout.samples, contexts).items()}
         metrics = {"satisfaction": sum(parts.values()) / len(parts), **parts}
         metrics["reply_words"] = sum(len(s.split()) for s in rollout.samples) / len(rollout.samples)
         if getattr(policy, "use_reference", False):
@@ -104,7 +104,7 @@ class DialogueTask(Task):
     # ------------------------------------------------------------------ recipe
 
     def default_config(self) -> dict[str, Any]:
-        rewards: list[dict[str, Any]] = [{"type": name, "weight": 1.0} for name in SATISFACTION]
+        rewards: list[dict[str, Any]] = [{"type": name, "weight": 1.0} for name in SATISFACTION_PARTS]
         rewards[-1]["args"] = {"max_words": self.options.max_words}
         return {
             "task": self.name,
@@ -127,7 +127,7 @@ class DialogueTask(Task):
     # ------------------------------------------------------------------ prior (SFT)
 
     def pretrain_settings(self) -> dict[str, Any]:
-        return {"task": self.name, "version": 1, **self.options.model_dump(exclude={"max_words"})}
+        return {"task": self.name, "version": 1, **self.options.model_dump(exclude={"max_words", "prompt_format"})}
 
     def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         o = self.options
