@@ -463,7 +463,7 @@ def levels_train_player(
     rl_steps: Annotated[int, typer.Option(min=0, help="Fine-tuning steps after cloning (GAIL with traces, plain RL without).")] = 0,
     episodes_per_step: Annotated[int, typer.Option(min=1, help="Episodes per fine-tuning step.")] = 32,
     gail_weight: Annotated[float, typer.Option(help="Weight of the discriminator reward while fine-tuning.")] = 0.1,
-    bc_weight: Annotated[float, typer.Option(help="Weight of the cloning loss kept while fine-tuning.")] = 0.0,
+    bc_weight: Annotated[float, typer.Option(help="Weight of the cloning loss kept while fine-tuning.")] = 0.5,
     levels: Annotated[int, typer.Option(min=1, help="Random playable training levels for fine-tuning.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed (training levels: seed; held-out levels: seed + 1).")] = 0,
 ) -> None:

@@ -39,6 +39,7 @@ from rl4gen.envs.levels.render import parse_level
 from rl4gen.rewards.levels import DifficultyBalanceReward, band_score
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one intra-op thread
 
 ZELDA = ["#######", "#@....#", "#..#k.#", "#D.#b.#", "#######"]
 SOKOBAN = ["#####", "#@..#", "#.$.#", "#..x#", "#####"]

@@ -499,7 +499,7 @@ def train_player(
     rl_steps: int = 0,
     episodes_per_step: int = 32,
     gail_weight: float = 0.1,
-    bc_weight: float = 0.0,
+    bc_weight: float = 0.5,
     observation: str = "egocentric",
     seed: int = 0,
     eval_levels: int = 64,
