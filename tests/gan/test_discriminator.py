@@ -12,7 +12,7 @@ from rl4gen.rewards.base import build_reward
 from rl4gen.rewards.discriminator import Discriminator, DiscriminatorOptions
 
 
-def test_generic_discriminator_learns_separable_points() -> None:
+def test_generic_discriminator_learns_separable_points(one_thread: None) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(128, 2, generator=gen) + torch.tensor([2.0, 0.0])
@@ -37,15 +37,16 @@ def test_generic_discriminator_learns_separable_points() -> None:
 def test_k_zero_freezes_and_linear_schedule_decays() -> None:
     disc = Discriminator(nn.Linear(2, 1), DiscriminatorOptions(k_steps=0))
     before = [p.detach().clone() for p in disc.net.parameters()]
-    disc.update([torch.zeros(2)], torch.ones(1, 2))
+    metrics = disc.update([torch.zeros(2)], torch.ones(1, 2))
     assert all(torch.equal(b, p) for b, p in zip(before, disc.net.parameters()))
+    assert set(metrics) == {"discriminator/loss", "discriminator/acc_real", "discriminator/acc_fake"}
     decaying = Discriminator(nn.Linear(2, 1), DiscriminatorOptions(learning_rate=1.0, k_steps=2, lr_schedule="linear", total_updates=4))
     decaying.update([torch.zeros(2)], torch.ones(1, 2))
     assert decaying.optimizer.param_groups[0]["lr"] == pytest.approx(0.75)  # 1 - 2 steps / (4 updates x 2 steps)
 
 
 @pytest.mark.parametrize("kind", ["cnn", "gru"])
-def test_sequence_discriminator_separates_token_sets(kind: str) -> None:
+def test_sequence_discriminator_separates_token_sets(kind: str, one_thread: None) -> None:
     gen = torch.Generator().manual_seed(0)
     real = [token_text(r) for r in torch.randint(0, 5, (64, 8), generator=gen)]  # low tokens
     fake = [token_text(r) for r in torch.randint(5, 10, (64, 8), generator=gen)]  # high tokens

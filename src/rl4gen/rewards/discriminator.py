@@ -100,25 +100,31 @@ class Discriminator:
 
     # ---------------------------------------------------------------- learning
 
-    def train_step(self, real: Tensor, fake: Tensor) -> dict[str, float]:
-        """One optimiser step on encoded real (label 1) and generated (label 0) inputs."""
-        self.net.train()
+    def _loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Binary cross-entropy on encoded real (label 1) and generated (label 0) inputs, and the
+        batch's metrics."""
         logits_real = self.logits(real)
         logits_fake = self.logits(fake)
         loss = 0.5 * (
             nn.functional.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
             + nn.functional.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
         )
+        return loss, {
+            "discriminator/loss": float(loss.detach()),
+            "discriminator/acc_real": float((logits_real.detach() > 0).float().mean()),
+            "discriminator/acc_fake": float((logits_fake.detach() < 0).float().mean()),
+        }
+
+    def train_step(self, real: Tensor, fake: Tensor) -> dict[str, float]:
+        """One optimiser step on encoded real and generated inputs; metrics before the step."""
+        self.net.train()
+        loss, metrics = self._loss(real, fake)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.net.eval()
-        return {
-            "discriminator/loss": float(loss.detach()),
-            "discriminator/acc_real": float((logits_real.detach() > 0).float().mean()),
-            "discriminator/acc_fake": float((logits_fake.detach() < 0).float().mean()),
-        }
+        return metrics
 
     def update(self, rollout: Any, real_batch: Sequence[Any] | Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
         """``k_steps`` optimiser steps on the rollout's samples (generated) against ``real_batch``.
@@ -126,7 +132,8 @@ class Discriminator:
         ``rollout`` is a :class:`~rl4gen.core.Rollout` (its ``samples`` are used) or the generated
         samples themselves. With ``batch_size`` set, each step draws that many of each kind
         (with ``generator``). Returns the metrics averaged over the steps (accuracies are measured
-        on each step's batch before its update).
+        on each step's batch before its update). With ``k_steps: 0`` nothing is learned and the
+        metrics are measured once on the whole batches.
         """
         fake_all = self.encode(getattr(rollout, "samples", rollout))
         real_all = self.encode(real_batch)
@@ -140,8 +147,12 @@ class Discriminator:
                 fake = fake_all[torch.randint(0, fake_all.shape[0], (bs,), generator=generator).to(fake_all.device)]
             for key, value in self.train_step(real, fake).items():
                 sums[key] = sums.get(key, 0.0) + value
+        if k == 0:
+            self.net.eval()
+            with torch.no_grad():
+                sums = self._loss(real_all, fake_all)[1]
         self.num_updates += 1
-        self.last_metrics = {key: value / k for key, value in sums.items()}
+        self.last_metrics = {key: value / max(k, 1) for key, value in sums.items()}
         return dict(self.last_metrics)
 
     def state_dict(self) -> dict[str, Any]:
