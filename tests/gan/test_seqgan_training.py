@@ -38,7 +38,7 @@ def test_seqgan_steps_raise_a_frozen_discriminators_reward(tmp_path: Path, one_t
     trainer = SeqGANTrainer(cfg, show_progress=False)
     trainer.pretrain_discriminator()
     trainer.discriminator.options.k_steps = 0  # frozen: the reward the generator climbs stays put
-    trainer.task.options.discriminator_pretrain_steps = 0
+    trainer.gan_options.discriminator_pretrain_steps = 0
 
     def mean_d() -> float:
         gen = torch.Generator().manual_seed(5)

@@ -226,7 +226,9 @@ class SeqGANTrainer(Trainer):
             raise ConfigError(f"task {config.task!r} has no real data for a discriminator: use task seqgan_oracle.")
         self.discriminator: Discriminator = discs[0]
         self.discriminator.net.to(self.policy.device)
-        opts = self.task.options
+        task: Any = self.task
+        self.real_samples: Callable[[torch.Generator, int], list[Any]] = task.real_samples
+        opts = self.gan_options = task.options
         self.num_rollouts: int = opts.num_rollouts
         self.baseline: str = opts.baseline
         self.rollout_policy = DelayedCopy(self.policy, opts.rollout_update_rate)
@@ -241,17 +243,17 @@ class SeqGANTrainer(Trainer):
     def pretrain_discriminator(self) -> dict[str, float]:
         """``discriminator_pretrain_steps`` updates on the generator's samples against real data,
         before adversarial training (the paper pretrains D on MLE samples too)."""
-        steps = self.task.options.discriminator_pretrain_steps
+        steps = self.gan_options.discriminator_pretrain_steps
         metrics: dict[str, float] = {}
         n = self.config.prompts_per_step * self.config.algorithm.num_generations
         for i in range(steps):
             gen = self._gan_generator(-1 - i, 0)
             fake = self.policy.sample([{"prompt": ""}], n, generator=torch.Generator(device=self.policy.device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen))))
-            metrics = self.discriminator.update(fake, self.task.real_samples(gen, n), generator=gen)
+            metrics = self.discriminator.update(fake, self.real_samples(gen, n), generator=gen)
         return metrics
 
     def train(self) -> Any:
-        if self.step == 0 and self.task.options.discriminator_pretrain_steps:
+        if self.step == 0 and self.gan_options.discriminator_pretrain_steps:
             pre = self.pretrain_discriminator()
             self.log("discriminator pretrained: " + ", ".join(f"{k} {v:.3f}" for k, v in pre.items()))
         return super().train()
@@ -272,7 +274,7 @@ class SeqGANTrainer(Trainer):
         rollout.rewards = final.to(rollout.actions.device)
         rollout.advantages = position_baseline(q, rollout.mask) if self.baseline == "mean" else q
         real_gen = self._gan_generator(step, 2)
-        self.gan_metrics = self.discriminator.update(rollout, self.task.real_samples(real_gen, len(rollout)), generator=real_gen)
+        self.gan_metrics = self.discriminator.update(rollout, self.real_samples(real_gen, len(rollout)), generator=real_gen)
         self.gan_metrics["seqgan/mean_token_reward"] = float((q.sum() / rollout.mask.sum().clamp(min=1)).item())
         return rollout, {self.discriminator.name: final}
 

@@ -23,8 +23,8 @@ from pydantic import ConfigDict, Field
 
 from rl4gen.gan.oracle import OracleLSTM, oracle_data, token_alphabet, token_text
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
-from rl4gen.models.pretrain import lm_loss, pretrain_lm
-from rl4gen.tasks.base import Task, TinyGPTOptions, sample_unconditional, save_prior
+from rl4gen.models.pretrain import lm_loss, pretrain_lm, with_start_token
+from rl4gen.tasks.base import Task, TinyGPTOptions, mean_score, sample_unconditional, save_prior
 
 
 class SeqGANOracleOptions(TinyGPTOptions):
@@ -113,10 +113,9 @@ class SeqGANOracleTask(Task):
         held-out ``split``, and ``full_length`` (fraction of samples with all ``seq_len`` tokens)."""
         samples = sample_unconditional(policy, n, seed)
         heldout = self.texts(split)[:n]
-        loglik = torch.cat([policy.score([""] * len(c), c) for c in _chunks(heldout, 256)])
         return {
             "oracle_nll": float(self.oracle().nll_of_texts(samples).mean()),
-            "test_nll": float(-loglik.mean()),
+            "test_nll": -mean_score(policy, heldout),
             "full_length": sum(len(s) >= self.options.seq_len for s in samples) / max(len(samples), 1),
         }
 
@@ -161,14 +160,8 @@ class SeqGANOracleTask(Task):
         torch.manual_seed(o.pretrain_seed)
         model = build_tiny_gpt(len(tokenizer), n_positions=o.seq_len + 8, n_embd=o.n_embd, n_layer=o.n_layer, n_head=o.n_head)
 
-        def with_bos(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            ids = torch.cat([torch.full((rows.shape[0], 1), bos, dtype=torch.long), rows], dim=1)
-            mask = torch.ones_like(ids)
-            mask[:, 0] = 0
-            return ids, mask
-
         def next_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            return with_bos(train[torch.randint(0, train.shape[0], (o.pretrain_batch_size,), generator=gen)])
+            return with_start_token(train[torch.randint(0, train.shape[0], (o.pretrain_batch_size,), generator=gen)], bos)
 
         result = pretrain_lm(
             model,
@@ -179,14 +172,10 @@ class SeqGANOracleTask(Task):
             on_log=lambda s, loss: log(f"pretrain seqgan_oracle: step {s}/{o.pretrain_steps} loss {loss:.3f}"),
         )
         with torch.inference_mode():
-            val_nll = float(lm_loss(model, *with_bos(valid)))
+            val_nll = float(lm_loss(model, *with_start_token(valid, bos)))
         log(f"seqgan_oracle generator: validation NLL {val_nll:.3f} per token")
         save_prior(model, tokenizer, out_dir)
         return {"steps": result.steps, "final_loss": result.final_loss, "validation_nll": val_nll, "seconds": round(result.seconds, 1)}
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 __all__ = ["SeqGANOracleOptions", "SeqGANOracleTask"]
