@@ -67,3 +67,19 @@ def test_bad_kind_is_one_sentence() -> None:
 
     with pytest.raises(ConfigError, match="kind must be 'cnn' or 'gru'"):
         build_reward("sequence_discriminator", vocab_size=10, seq_len=8, kind="lstm")
+
+
+def test_update_draws_real_samples_itself_in_the_generic_loop() -> None:
+    from rl4gen.rewards.base import CombinedReward, RewardError
+
+    seen: list[int] = []
+
+    def real(generator: torch.Generator | None, n: int) -> torch.Tensor:
+        seen.append(n)
+        return torch.ones(n, 2)
+
+    disc = Discriminator(nn.Linear(2, 1), DiscriminatorOptions(k_steps=1), real_data=real)
+    CombinedReward([disc]).update([torch.zeros(2)] * 3)  # what Trainer.collect calls
+    assert seen == [3] and disc.num_updates == 1
+    with pytest.raises(RewardError, match="without real samples"):
+        Discriminator(nn.Linear(2, 1)).update([torch.zeros(2)])

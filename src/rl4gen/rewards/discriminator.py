@@ -11,16 +11,20 @@ docs/metrics.md).
 
 Subclasses say how samples become the network's input by overriding :meth:`Discriminator.encode`
 (token ids for sequences, pixel tensors for images); the default stacks tensors as they are.
+Given ``real_data`` (a function drawing real samples), ``update(rollout)`` needs no real batch,
+so the generic trainer's ``CombinedReward.update(rollout)`` trains the discriminator each step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+
+from rl4gen.rewards.base import RewardError
 
 
 class DiscriminatorOptions(BaseModel):
@@ -51,10 +55,19 @@ class Discriminator:
         net: maps an encoded batch (N, ...) to logits (N,) or (N, 1).
         options: optimiser, schedule and output settings.
         name: the reward's name (metric key ``rewards/{name}/mean``).
+        real_data: ``real_data(generator, n)`` returns ``n`` real samples; it lets ``update`` run
+            without a real batch, as the generic trainer calls it (``CombinedReward.update``).
     """
 
-    def __init__(self, net: nn.Module, options: DiscriminatorOptions | None = None, name: str = "discriminator") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        options: DiscriminatorOptions | None = None,
+        name: str = "discriminator",
+        real_data: Callable[[torch.Generator | None, int], Sequence[Any] | Tensor] | None = None,
+    ) -> None:
         self.net = net
+        self.real_data = real_data
         self.options = options or DiscriminatorOptions()
         self.name = name
         o = self.options
@@ -126,7 +139,9 @@ class Discriminator:
         self.net.eval()
         return metrics
 
-    def update(self, rollout: Any, real_batch: Sequence[Any] | Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+    def update(
+        self, rollout: Any, real_batch: Sequence[Any] | Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
         """``k_steps`` optimiser steps on the rollout's samples (generated) against ``real_batch``.
 
         ``rollout`` is a :class:`~rl4gen.core.Rollout` (its ``samples`` are used) or the generated
@@ -136,6 +151,13 @@ class Discriminator:
         metrics are measured once on the whole batches.
         """
         fake_all = self.encode(getattr(rollout, "samples", rollout))
+        if real_batch is None:
+            if self.real_data is None:
+                raise RewardError(
+                    f"discriminator {self.name!r} was updated without real samples: pass real_batch, or build "
+                    "it with real_data (a function returning n real samples)."
+                )
+            real_batch = self.real_data(generator, int(fake_all.shape[0]))
         real_all = self.encode(real_batch)
         bs = self.options.batch_size
         sums: dict[str, float] = {}
