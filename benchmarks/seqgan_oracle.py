@@ -146,7 +146,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    setting = {k: getattr(o, k) for k in ("vocab_size", "seq_len", "oracle_embed_dim", "oracle_hidden_dim", "oracle_seed", "num_train", "pretrain_steps", "num_rollouts", "rollout_update_rate", "baseline", "n_layer", "n_embd", "n_head")}
+    setting = {k: getattr(o, k) for k in ("vocab_size", "seq_len", "oracle_embed_dim", "oracle_hidden_dim", "oracle_seed", "num_train", "pretrain_steps", "num_rollouts", "rollout_update_rate", "baseline", "discriminator_pretrain_steps", "n_layer", "n_embd", "n_head")}
+    setting["learning_rate"] = cfg.learning_rate
     report = {"setting": setting, "steps": steps, "eval_size": n, "rows": rows, "seqgan_runs": seqgan, "temperature_sweep": sweep, "seqgan_val_nll": target, "seconds": time.perf_counter() - t0}
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
