@@ -51,3 +51,20 @@ def test_position_baseline_centres_each_column() -> None:
     q = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     assert torch.equal(position_baseline(q, mask), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_reinforce_loss_takes_per_token_advantages() -> None:
+    from rl4gen.algorithms import Reinforce, StepTotals
+    from rl4gen.config import ReinforceConfig
+    from rl4gen.core.rollout import Rollout
+
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([[1.0, 0.0, -1.0], [2.0, -2.0, 5.0]])
+    batch = Rollout(
+        actions=torch.zeros(2, 3, dtype=torch.long), mask=mask, logprobs=logp, group_ids=torch.zeros(2, dtype=torch.long),
+        samples=["a", "b"], contexts=[None, None], advantages=adv,
+    )
+    out = Reinforce(ReinforceConfig(loss_type="dapo")).loss(logp, batch, StepTotals(2.0, 5.0, 3))
+    # dapo: -(sum of A_t log p_t over real tokens) / 5 tokens = -(-1 + 0 + 3 - 1 + 1) / 5
+    assert torch.isclose(out.loss, torch.tensor(-2.0 / 5))
