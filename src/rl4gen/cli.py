@@ -108,8 +108,6 @@ def train(
     def go() -> None:
         if _train_levels(config, set_, resume, progress, dry_run):
             return
-        from rl4gen.trainer import Trainer
-
         if resume is not None:
             run_dir = Path(resume)
             if not (run_dir / "config.yaml").is_file():
@@ -125,7 +123,7 @@ def train(
                 return
             if cfg.algorithm.name == "dqn":
                 raise ConfigError("dqn runs cannot be resumed (the replay buffer is not checkpointed): start a new run.")
-            trainer = Trainer(cfg, run_dir=run_dir, resume=True, show_progress=progress)
+            trainer = _trainer_class(cfg)(cfg, run_dir=run_dir, resume=True, show_progress=progress)
         else:
             if config is None and not any(s.startswith("task=") for s in set_):
                 raise ConfigError("no config given: pass a YAML recipe (e.g. configs/arithmetic-grpo.yaml) or --resume RUN_DIR.")
@@ -138,12 +136,23 @@ def train(
 
                 _print_result(SequenceDQN(cfg, show_progress=progress, log=lambda m: err.print(m)).train())
                 return
-            trainer = Trainer(cfg, show_progress=progress)
+            trainer = _trainer_class(cfg)(cfg, show_progress=progress)
         result = trainer.train()
         if trainer.accelerator.is_main_process:
             _print_result(result)
 
     _run_guarded(go)
+
+
+def _trainer_class(cfg: Any) -> Any:
+    """The trainer for ``cfg``: SeqGAN's for the ``seqgan_oracle`` task, else the generic one."""
+    if cfg.task == "seqgan_oracle":
+        from rl4gen.gan.seqgan import SeqGANTrainer
+
+        return SeqGANTrainer
+    from rl4gen.trainer import Trainer
+
+    return Trainer
 
 
 def _print_result(result: Any) -> None:

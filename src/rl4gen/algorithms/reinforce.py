@@ -47,7 +47,8 @@ class Reinforce:
     def loss(self, logprobs: Tensor, batch: Rollout, totals: StepTotals, values: Tensor | None = None) -> LossOutput:
         cfg = self.config
         assert batch.advantages is not None
-        per_token = -batch.advantages.unsqueeze(1) * logprobs  # (B, T)
+        adv = batch.advantages if batch.advantages.dim() == 2 else batch.advantages.unsqueeze(1)
+        per_token = -adv * logprobs  # (B, T); per-token advantages (SeqGAN) or one per sequence
         sums: dict[str, Tensor] = {}
         if cfg.beta > 0:
             assert batch.ref_logprobs is not None

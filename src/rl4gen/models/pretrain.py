@@ -23,6 +23,15 @@ def pad_right(rows: list[list[int]], masks: list[list[int]], pad: int) -> Batch:
     return ids, mask
 
 
+def with_start_token(rows: Tensor, start_id: int) -> Batch:
+    """Fixed-length token rows ``(N, L)`` behind a start token, as ``(N, L+1)`` ids and a loss
+    mask that leaves the start token out (it is never a target)."""
+    ids = torch.cat([torch.full((rows.shape[0], 1), start_id, dtype=torch.long), rows], dim=1)
+    mask = torch.ones_like(ids)
+    mask[:, 0] = 0
+    return ids, mask
+
+
 @dataclass
 class PretrainResult:
     steps: int

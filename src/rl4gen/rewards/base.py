@@ -128,6 +128,7 @@ def register_reward(type_name: str) -> Callable[[RewardFactory], RewardFactory]:
 def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward:
     """Instantiate a registered reward type, with one-sentence errors for bad types or arguments."""
     # importing these registers the built-in reward types
+    import rl4gen.gan.seqgan
     import rl4gen.rewards.dialogue
     import rl4gen.rewards.learned
     import rl4gen.rewards.music

@@ -14,12 +14,13 @@ def _registry() -> dict[str, type[Task]]:
     from rl4gen.tasks.level_writer import LevelWriterTask
     from rl4gen.tasks.melody import MelodyTask
     from rl4gen.tasks.prompts import PromptsTask
+    from rl4gen.tasks.seqgan_oracle import SeqGANOracleTask
     from rl4gen.tasks.shakespeare import ShakespeareTask
 
-    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask)}
+    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask, SeqGANOracleTask)}
 
 
-TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer")
+TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer", "seqgan_oracle")
 
 
 def get_task(name: str, task_args: dict[str, Any] | None = None) -> Task:

@@ -96,6 +96,13 @@ def sample_unconditional(policy: Any, n: int, seed: int = 777) -> list[str]:
     return out
 
 
+def mean_score(policy: Any, texts: list[str], batch_size: int = 256) -> float:
+    """Mean over ``texts`` of the policy's mean per-token log-probability of each (empty prompt),
+    scored in batches of ``batch_size``."""
+    chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    return float(torch.cat([policy.score([""] * len(c), c) for c in chunks]).mean())
+
+
 class Task(ABC):
     """A task binds data, rewards and evaluation to validated options (``task_args``)."""
 

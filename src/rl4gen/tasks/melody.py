@@ -19,10 +19,10 @@ import torch
 from pydantic import ConfigDict, Field
 
 from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
-from rl4gen.models.pretrain import pretrain_lm
+from rl4gen.models.pretrain import pretrain_lm, with_start_token
 from rl4gen.music.encoding import EVENT_CHARS, events_to_text, segments
 from rl4gen.music.theory import RULES, TheoryConfig, melody_metrics
-from rl4gen.tasks.base import Task, TinyGPTOptions, sample_unconditional, save_prior
+from rl4gen.tasks.base import Task, TinyGPTOptions, mean_score, sample_unconditional, save_prior
 
 #: The recipe's rule weights: the violations the evaluation counts weigh most. Motifs and
 #: intervals are rewarded per note, so a large weight buys more, shorter notes (measured: at 0.1
@@ -124,9 +124,9 @@ class MelodyTask(Task):
         melodies = [melody_events(t, length) for t in texts]
         metrics = melody_metrics(melodies, self.theory())
         prior = self.prior()
-        metrics["prior_loglik"] = float(torch.cat([prior.score([""] * len(c), c) for c in _chunks(texts, 256)]).mean())
+        metrics["prior_loglik"] = mean_score(prior, texts)
         held = [events_to_text(s) for s in self.data()["validation"][:512]]
-        metrics["validation_loglik"] = float(torch.cat([policy.score([""] * len(c), c) for c in _chunks(held, 256)]).mean())
+        metrics["validation_loglik"] = mean_score(policy, held)
         return metrics
 
     # ------------------------------------------------------------------ recipe
@@ -178,15 +178,9 @@ class MelodyTask(Task):
         torch.manual_seed(o.pretrain_seed)
         model = build_tiny_gpt(len(tokenizer), n_positions=o.segment_length + 8, n_embd=o.n_embd, n_layer=o.n_layer, n_head=o.n_head)
 
-        def with_bos(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            ids = torch.cat([torch.full((rows.shape[0], 1), bos, dtype=torch.long), rows], dim=1)
-            mask = torch.ones_like(ids)
-            mask[:, 0] = 0
-            return ids, mask
-
         def next_batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
             idx = torch.randint(0, train.shape[0], (o.pretrain_batch_size,), generator=gen)
-            return with_bos(train[idx])
+            return with_start_token(train[idx], bos)
 
         log(f"melody prior: {train.shape[0]} training and {valid.shape[0]} validation segments of {o.segment_length} steps")
         result = pretrain_lm(
@@ -200,7 +194,7 @@ class MelodyTask(Task):
         from rl4gen.models.pretrain import lm_loss
 
         with torch.inference_mode():
-            ids, mask = with_bos(valid)
+            ids, mask = with_start_token(valid, bos)
             val_nll = float(lm_loss(model, ids, mask))
         log(f"melody prior: validation log-likelihood {-val_nll:.3f} per step")
         save_prior(model, tokenizer, out_dir)
@@ -212,10 +206,6 @@ class MelodyTask(Task):
             "validation_segments": int(valid.shape[0]),
             "seconds": round(result.seconds, 1),
         }
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 __all__ = ["DEFAULT_RULE_WEIGHTS", "RULES", "MelodyOptions", "MelodyTask"]

@@ -1,0 +1,1 @@
+"""GANs with RL: SeqGAN for discrete sequences (``oracle.py``, ``seqgan.py``)."""
