@@ -26,7 +26,7 @@ from rl4gen.config import (
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Recipes of `rl4gen train`; those of the offline commands (`*-dpo.yaml`, `*-sft.yaml`, `*-reward.yaml`, `*-prefs.yaml`) are tested with them.
-CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith(("-dpo", "-sft", "-reward", "-prefs")))
+CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith(("-dpo", "-sft", "-reward", "-prefs", "-pipeline")))
 
 
 def config_error(data: dict[str, Any]) -> str:
