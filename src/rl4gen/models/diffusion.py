@@ -31,7 +31,7 @@ class DiffusionPriorSpec:
     channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
     num_train_timesteps: int = 1000
-    steps: int = 1500
+    steps: int = 120
     batch_size: int = 128
     learning_rate: float = 2e-3
     label_dropout: float = 0.1

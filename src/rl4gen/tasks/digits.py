@@ -45,7 +45,7 @@ class DigitsOptions(BaseModel):
     """UNet channels per resolution level (one down-sampling between levels)."""
     layers_per_block: int = Field(1, ge=1)
     """ResNet blocks per UNet level."""
-    pretrain_steps: int = Field(500, ge=1)
+    pretrain_steps: int = Field(120, ge=1)
     """DDPM training steps of the prior (fixed in advance; deliberately short so RL has room)."""
     pretrain_batch_size: int = Field(128, ge=1)
     pretrain_seed: int = 0
