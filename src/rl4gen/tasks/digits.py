@@ -54,7 +54,7 @@ class DigitsOptions(BaseModel):
     """DDIM steps per sample (the length T of a rollout)."""
     eta: float = Field(1.0, ge=0, le=1)
     """DDIM stochasticity; must be > 0 for RL (each step is a Gaussian action)."""
-    timestep_fraction: float = Field(0.5, gt=0, le=1)
+    timestep_fraction: float = Field(1.0, gt=0, le=1)
     """Fraction of each sample's steps trained (a random subset per sample, as in DDPO)."""
     hole: Literal["box", "half"] = "half"
     """Inpainting: hide a random box, or a random half (top, bottom, left or right)."""
@@ -183,13 +183,11 @@ class DigitsTask(Task):
                 "beta": 0.0,
                 "epsilon": 0.1,
                 "loss_type": "grpo",
-                "stat_buffer_size": 64,
-                "stat_min_count": 16,
             },
             "rewards": [{"type": "digit_alignment", "weight": 1.0}],
-            "max_steps": 40 if inpaint else 60,
-            "prompts_per_step": 8,
-            "learning_rate": 3e-4,
+            "max_steps": 40,
+            "prompts_per_step": 16,
+            "learning_rate": 5e-5,
             "lr_scheduler_type": "constant",
             "max_grad_norm": 1.0,
             "eval_steps": 20,
