@@ -199,7 +199,7 @@ def _train_levels(config: str | None, sets: list[str], resume: str | None, progr
 
 @app.command()
 def pretrain(
-    task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic, shakespeare or melody.")],
+    task: Annotated[str, typer.Argument(help="Task whose prior to build: arithmetic, shakespeare, melody or digits.")],
     arg: Annotated[list[str] | None, typer.Option("--arg", help="Task option: --arg pretrain_steps=800")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when cached.")] = False,
 ) -> None:
@@ -318,7 +318,7 @@ def evaluate(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option(help="arithmetic, shakespeare or melody.")] = "arithmetic",
+    task: Annotated[str, typer.Option(help="arithmetic, shakespeare, melody or digits.")] = "arithmetic",
     output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the task's recipe.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

@@ -121,6 +121,11 @@ class GRPOConfig(_AlgorithmBase):
     """Divide advantages by the group std, the batch std, or not at all (Dr. GRPO)."""
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
     """Loss aggregation: per-sequence mean (grpo), constant normaliser (dr_grpo), token mean (dapo)."""
+    stat_buffer_size: int | None = Field(None, ge=2)
+    """DDPO's per-condition stat tracker: normalise each reward by the running mean and std of the
+    last N rewards of the same condition (prompt or label) instead of its group; null = off."""
+    stat_min_count: int = Field(16, ge=1)
+    """With the stat tracker, a condition with fewer rewards than this uses the batch's statistics."""
 
 
 class RLOOConfig(_AlgorithmBase):

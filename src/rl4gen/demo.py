@@ -56,6 +56,10 @@ def run_demo(
         from rl4gen.music.demo import run_melody_demo
 
         return run_melody_demo(_config("melody", output_dir, sets), show_progress=show_progress, console=console, log=log)
+    if task_name == "digits":
+        from rl4gen.tasks.digits_demo import run_digits_demo
+
+        return run_digits_demo(_config("digits", output_dir, sets), show_progress=show_progress, console=console, log=log)
     start = time.perf_counter()
     config = _config(task_name, output_dir, sets)
     task = get_task(config.task, config.task_args)

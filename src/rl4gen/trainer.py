@@ -424,14 +424,17 @@ class Trainer:
         out = self.run_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
         assert rollout.rewards is not None
+        textual = all(isinstance(s, str) for s in rollout.samples)
+        if not textual:  # images, arrays: the task draws them; the table keeps rewards and labels
+            self.task.save_samples(step, rollout, out)
         rows = []
         for i in range(len(rollout)):
             ctx = rollout.contexts[i]
             rows.append(
                 {
                     "step": step,
-                    "prompt": ctx if isinstance(ctx, str) else ctx.get("prompt"),
-                    "completion": rollout.samples[i],
+                    "prompt": ctx if isinstance(ctx, str) else ctx.get("prompt", ctx.get("label")),
+                    "completion": rollout.samples[i] if textual else None,
                     "reward": float(rollout.rewards[i]),
                     **{f"rewards/{k}": (None if math.isnan(float(v[i])) else float(v[i])) for k, v in components.items()},
                 }

@@ -7,6 +7,9 @@ per token against the sampling log-probs, plus ``beta`` times the k3 estimate of
 KL(policy || reference) in the loss, aggregated by ``loss_type``: ``grpo`` (the paper: mean over
 each sequence, then over sequences), ``dr_grpo`` (Liu et al., 2025: constant normaliser) or
 ``dapo`` (Yu et al., 2025: token-level mean). ``epsilon_high`` is DAPO's clip-higher.
+With ``stat_buffer_size`` set, advantages come from DDPO's per-condition running statistics
+(:mod:`rl4gen.algorithms.stat_tracker`) instead of the batch's groups: GRPO on a diffusion policy
+with it is DDPO's clipped objective.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from rl4gen.algorithms.base import LossOutput, StepTotals
+from rl4gen.algorithms.stat_tracker import PerContextStatTracker
 from rl4gen.config import GRPOConfig
 from rl4gen.core.advantages import group_normalized_advantages
 from rl4gen.core.kl import kl_estimate
@@ -30,9 +34,14 @@ class GRPO:
         self.num_mini_batches = 1
         self.needs_reference = config.beta > 0
         self.needs_values = False
+        self.stat_tracker = (
+            PerContextStatTracker(config.stat_buffer_size, config.stat_min_count) if config.stat_buffer_size else None
+        )
 
     def advantages(self, rollout: Rollout) -> Tensor:  # (B,)
         assert rollout.rewards is not None
+        if self.stat_tracker is not None:
+            return self.stat_tracker(rollout.contexts, rollout.rewards)
         return group_normalized_advantages(
             rollout.rewards, rollout.group_ids, self.config.scale_rewards
         )
@@ -66,7 +75,8 @@ class GRPO:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"stat_tracker": self.stat_tracker.state_dict()} if self.stat_tracker is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if self.stat_tracker is not None and "stat_tracker" in state:
+            self.stat_tracker.load_state_dict(state["stat_tracker"])

@@ -171,6 +171,10 @@ class Task(ABC):
             model_path, config.generation, use_reference=use_reference, lora=config.model.lora
         )
 
+    def save_samples(self, step: int, rollout: Any, out_dir: Path) -> None:
+        """Draw a step's non-text samples into ``out_dir`` (e.g. a PNG grid); text samples go to
+        the trainer's JSONL table and need nothing here."""
+
     def pretrained_dir(self) -> Path:
         return cached_path(self.name, self.pretrain_settings())
 

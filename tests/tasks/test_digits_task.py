@@ -1,0 +1,84 @@
+"""The digits task: options, contexts, evaluation, and short DDPO runs through the shared trainer
+that move the alignment reward (generation) and the restoration of hidden pixels (inpainting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl4gen.config import ConfigError, validate_config
+from rl4gen.tasks import get_task
+
+#: A deliberately small prior so the tests stay fast (about 20 s of pretraining on one idle core).
+SMALL = {"channels": [16, 32], "pretrain_steps": 150, "pretrain_batch_size": 64, "num_inference_steps": 6, "timestep_fraction": 0.5}
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="task_args.eta"):
+        get_task("digits", {"eta": 2.0})
+    with pytest.raises(ConfigError, match="box_size"):
+        get_task("digits", {"hole": "box", "box_size": 8})
+    with pytest.raises(ConfigError, match="did you mean 'task_args.eta'"):
+        get_task("digits", {"etta": 1.0})
+
+
+def test_contexts() -> None:
+    task = get_task("digits")
+    contexts = task.train_contexts(torch.Generator().manual_seed(0), 5)
+    assert all(0 <= c["label"] <= 9 for c in contexts)
+    assert [c["label"] for c in task.eval_contexts(12)] == [*range(10), 0, 1]
+    inpaint = get_task("digits", {"mode": "inpaint"})
+    ctx = inpaint.eval_contexts(3)
+    assert all(torch.equal(a["known_mask"], b["known_mask"]) for a, b in zip(ctx, inpaint.eval_contexts(3)))  # fixed
+    hidden = 1 - ctx[0]["known_mask"]
+    assert float(hidden.sum()) == 32.0  # a half of the 8x8 image
+    assert torch.all(ctx[0]["known"][hidden.bool()] == -1.0)
+
+
+def _config(tmp_path: Path, **overrides: object) -> object:
+    task = get_task("digits", SMALL)
+    data = task.default_config()
+    data.update(
+        {
+            "task_args": SMALL | dict(overrides.pop("task_args", {})),  # type: ignore[arg-type]
+            "output_dir": str(tmp_path),
+            "max_steps": 3,
+            "prompts_per_step": 4,
+            "eval_steps": 3,
+            "eval_size": 50,
+            **overrides,
+        }
+    )
+    return validate_config(data)
+
+
+def test_short_ddpo_run_updates_the_unet(tmp_path: Path, one_thread: None) -> None:
+    # Not asserted: that alignment rises. At the recipe's learning rate the gain is about 1.4
+    # points of p(requested) after 20 steps of 128 samples (docs/tasks/digits.md), too slow and
+    # too noisy for a unit test.
+    from rl4gen.trainer import Trainer
+
+    config = _config(tmp_path)
+    trainer = Trainer(config, show_progress=False, log=lambda m: None)
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    result = trainer.train()
+    after = trainer.policy.trainable_parameters()
+    assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.numel() > 1)
+    rewards = [h["reward"] for h in result.history]
+    assert all(torch.isfinite(torch.tensor(rewards)))
+    assert set(result.final_eval) >= {"accuracy", "p_requested", "frechet", "diversity", "coverage"}
+    assert all(h["completions/mean_length"] == 3.0 for h in result.history)  # half of the 6 steps
+    assert (result.run_dir / "samples" / "step_000001.png").is_file()
+    assert (result.run_dir / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_inpainting_run_reports_restoration(tmp_path: Path, one_thread: None) -> None:
+    from rl4gen.trainer import Trainer
+
+    config = _config(tmp_path, task_args={"mode": "inpaint"})
+    result = Trainer(config, show_progress=False, log=lambda m: None).train()
+    b, a = result.initial_eval, result.final_eval
+    assert 0 < b["restoration_mse"] < 4 and 0 < a["restoration_mse"] < 4
+    assert b["restoration_mse"] != a["restoration_mse"]  # the trained policy restores differently
