@@ -309,7 +309,7 @@ def evaluate(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option(help="arithmetic, shakespeare or melody.")] = "arithmetic",
+    task: Annotated[str, typer.Option(help="arithmetic, shakespeare, melody or gan.")] = "arithmetic",
     output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the task's recipe.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

@@ -215,6 +215,7 @@ class Trainer:
         self.skipped_steps = 0
         self._consecutive_skips = 0
         self.num_tokens = 0
+        self.reward_metrics: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         if resume_from is not None:
@@ -303,7 +304,7 @@ class Trainer:
         scored = self.rewards(rollout.samples, rollout.contexts)
         rollout.rewards = scored.total.to(rollout.actions.device)
         rollout.advantages = self.algorithm.advantages(rollout)
-        self.rewards.update(rollout)
+        self.reward_metrics = self.rewards.update(rollout)  # learned rewards' own metrics
         return rollout, scored.components
 
     def update(self, rollout: Rollout) -> dict[str, float]:
@@ -424,6 +425,11 @@ class Trainer:
         out = self.run_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
         assert rollout.rewards is not None
+        images = bool(rollout.samples) and isinstance(rollout.samples[0], Tensor)
+        if images:  # image samples go to a PNG grid; the table keeps their rewards
+            from rl4gen.images import save_grid
+
+            save_grid(torch.stack(rollout.samples[:100]), out / f"step_{step:06d}.png")
         rows = []
         for i in range(len(rollout)):
             ctx = rollout.contexts[i]
@@ -431,7 +437,7 @@ class Trainer:
                 {
                     "step": step,
                     "prompt": ctx if isinstance(ctx, str) else ctx.get("prompt"),
-                    "completion": rollout.samples[i],
+                    "completion": f"step_{step:06d}.png#{i}" if images else rollout.samples[i],
                     "reward": float(rollout.rewards[i]),
                     **{f"rewards/{k}": (None if math.isnan(float(v[i])) else float(v[i])) for k, v in components.items()},
                 }
@@ -483,6 +489,7 @@ class Trainer:
                 step = self.step + 1
                 rollout, components = self.collect(step)
                 metrics = self._rollout_metrics(rollout, components)
+                metrics.update(self.reward_metrics)
                 metrics.update(self.update(rollout))
                 self.algorithm.end_step(metrics, len(rollout) * acc.num_processes)
                 self.step = step

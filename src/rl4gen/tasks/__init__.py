@@ -11,15 +11,16 @@ from rl4gen.tasks.base import Task, cache_dir
 def _registry() -> dict[str, type[Task]]:
     from rl4gen.tasks.arithmetic import ArithmeticTask
     from rl4gen.tasks.dialogue import DialogueTask
+    from rl4gen.tasks.gan import GanDigitsTask, LatentDigitsTask
     from rl4gen.tasks.level_writer import LevelWriterTask
     from rl4gen.tasks.melody import MelodyTask
     from rl4gen.tasks.prompts import PromptsTask
     from rl4gen.tasks.shakespeare import ShakespeareTask
 
-    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask)}
+    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask, LatentDigitsTask, GanDigitsTask)}
 
 
-TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer")
+TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer", "latent_digits", "gan_digits")
 
 
 def get_task(name: str, task_args: dict[str, Any] | None = None) -> Task:
