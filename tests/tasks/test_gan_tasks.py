@@ -11,8 +11,8 @@ from rl4gen.config import ConfigError, deep_merge, validate_config
 from rl4gen.tasks import get_task
 from rl4gen.trainer import Trainer
 
-LATENT_ARGS = {"image_size": 8, "vae_steps": 400, "vae_hidden": 64, "vae_latent_dim": 4, "policy_hidden": 32}
-GAN_ARGS = {"image_size": 8, "gan_hidden": 64, "warm_start_steps": 400}
+LATENT_ARGS = {"image_size": 8, "vae_steps": 1000, "vae_hidden": 128, "vae_latent_dim": 4, "policy_hidden": 32}
+GAN_ARGS = {"image_size": 16, "gan_hidden": 128, "warm_start_steps": 600}
 
 
 def _run(task_name: str, task_args: dict, overrides: dict, tmp_path) -> tuple[Trainer, list[torch.Tensor], object]:
@@ -31,15 +31,16 @@ def test_options_are_validated() -> None:
 
 
 def test_latent_policy_run_raises_p_of_the_requested_digit(tmp_path, one_thread: None) -> None:
-    overrides = {"max_steps": 12, "eval_size": 200, "eval_steps": 12, "save_steps": 12, "prompts_per_step": 16}
+    overrides = {"max_steps": 30, "eval_size": 200, "eval_steps": 30, "save_steps": 30}
     trainer, before, result = _run("latent_digits", LATENT_ARGS, overrides, tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.trainable_parameters()))
     assert all(torch.equal(p, q) for p, q in zip(trainer.policy.decoder.parameters(), trainer.policy.decoder.parameters()))
     rewards = [h["reward"] for h in result.history]
-    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.05, rewards
-    assert result.final_eval["p_requested"] > result.initial_eval["p_requested"] + 0.05
+    # log p(requested digit): measured -7.4 -> -2.5 over 30 steps, held-out accuracy 8% -> 65%
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 1.0, rewards
+    assert result.final_eval["p_requested"] > result.initial_eval["p_requested"] + 0.2
     assert all(k in result.history[-1] for k in ("kl", "entropy"))
-    assert (result.run_dir / "samples" / "step_000012.png").is_file()
+    assert (result.run_dir / "samples" / "step_000030.png").is_file()
     assert (result.run_dir / "model" / "policy.safetensors").is_file()
     # A saved policy loads back through the task (its decoder comes from the recorded source).
     task = get_task("latent_digits", LATENT_ARGS)

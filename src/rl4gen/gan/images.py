@@ -155,10 +155,7 @@ class ImageDiscriminatorReward:
         self.name = "image_discriminator"
         torch.manual_seed(seed)
         self.discriminator = Discriminator(image_size, hidden)
-        if init_from is not None:  # e.g. the plain GAN's discriminator, to warm-start with its generator
-            from rl4gen.gan.vae import load_module
-
-            self.discriminator = load_module(Discriminator, init_from, "discriminator").train()
+        self.init_from = init_from  # loaded at first use: the folder may be built after the reward
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=learning_rate, betas=(0.5, 0.999))
         self.disc_steps = disc_steps
         self.batch_size = batch_size
@@ -168,8 +165,16 @@ class ImageDiscriminatorReward:
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.metrics: dict[str, float] = {}
 
+    def _warm_start(self) -> None:
+        if self.init_from is not None:  # e.g. the plain GAN's discriminator, with its generator
+            from rl4gen.gan.vae import load_module
+
+            self.discriminator.load_state_dict(load_module(Discriminator, self.init_from, "discriminator").state_dict())
+            self.init_from = None
+
     @torch.no_grad()
     def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        self._warm_start()
         logits = self.discriminator(as_image_batch(samples))
         return (logits if self.score == "logit" else -F.softplus(-logits)).tolist()
 
@@ -182,6 +187,7 @@ class ImageDiscriminatorReward:
     def update(self, rollout: Any, real_batch: Tensor | None = None) -> dict[str, float]:
         """``disc_steps`` discriminator steps: the rollout's samples against ``real_batch`` (or
         fresh batches of training digits); returns (and keeps in :attr:`metrics`) the mean metrics."""
+        self._warm_start()
         fake = as_image_batch(rollout.samples)
         sums: dict[str, float] = {}
         for _ in range(self.disc_steps):

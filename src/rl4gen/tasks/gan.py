@@ -35,8 +35,9 @@ class DigitsImageOptions(BaseModel):
     """Latent size of the GAN generator."""
     gan_hidden: int = Field(256, ge=8)
     """Width of the GAN generator and discriminator."""
-    gan_steps: int = Field(2000, ge=1)
-    """Generator updates of the plain non-saturating GAN (the latent task's GAN prior, the RL-GAN's baseline budget)."""
+    gan_steps: int = Field(1200, ge=1)
+    """Generator updates of the plain non-saturating GAN that is the latent task's GAN decoder
+    (1,200 = the RL-GAN's warm start plus its recipe's steps, so the demo's baseline is the same model)."""
     pretrain_seed: int = 0
     """Seed of the priors' initial weights and data order."""
 
