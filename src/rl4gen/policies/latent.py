@@ -27,7 +27,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -211,7 +211,7 @@ class GaussianGeneratorPolicy(_GaussianImagePolicy):
         return mean, torch.full_like(mean, math.log(self.pixel_std))
 
     def _decode(self, actions: Tensor, extras: Mapping[str, Tensor]) -> Tensor:
-        size = int(math.isqrt(actions.shape[1]))
+        size = math.isqrt(actions.shape[1])
         return actions.view(-1, 1, size, size)
 
     def mean_images(self, n: int, seed: int = 777) -> Tensor:
@@ -233,7 +233,7 @@ class GaussianGeneratorPolicy(_GaussianImagePolicy):
             self.reference.to(accelerator.device)
 
     def _config(self) -> dict[str, Any]:
-        return {"kind": "generator", "latent_dim": self.latent_dim, "pixel_std": self.pixel_std, **self.network.config()}
+        return {"kind": "generator", "latent_dim": self.latent_dim, "pixel_std": self.pixel_std, **cast(Any, self.network).config()}
 
 
 def load_policy_config(directory: str | Path) -> dict[str, Any]:

@@ -141,8 +141,8 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
         import rl4gen.rewards.levels  # noqa: F401  (needs the levels extra: gymnasium, pillow)
     except ImportError:
         pass
+    import rl4gen.gan.images  # the image GAN rewards: image_discriminator, batch_novelty
     import rl4gen.rewards.image  # noqa: F401  (its models load lazily: the images extra)
-    import rl4gen.gan.images  # noqa: F401  (image_discriminator, batch_novelty)
 
     reward: Reward = build_registered("reward", REWARD_TYPES, type_name, args)
     if name is not None:
