@@ -70,3 +70,24 @@ def test_generator_policy_shares_codes_within_a_group_and_scores_pixels() -> Non
     assert torch.allclose(policy.ref_log_probs(rollout), rollout.logprobs, atol=1e-5)
     entropy = rollout.extras["entropy"][0, 0].item()
     assert entropy == pytest.approx(math.log(0.1) + 0.5 * (math.log(2 * math.pi) + 1))
+
+
+def test_latent_policy_critic_for_ppo(tmp_path) -> None:
+    torch.manual_seed(0)
+    policy = LatentPolicy(DigitsVAE(8, latent_dim=4, hidden=16), latent_dim=4, hidden=16)
+    n_policy = len(policy.trainable_parameters())
+    policy.add_value_head()
+    assert len(policy.trainable_parameters()) == n_policy + 4
+    rollout = policy.sample([{"label": 2}, {"label": 5}], 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(policy.values(rollout), torch.zeros(6, 4))  # the critic starts at zero
+    logprobs, values = policy.log_probs_and_values(rollout)
+    assert logprobs.shape == values.shape == (6, 4)
+    ((values - 1.0) ** 2).mean().backward()
+    assert policy.value_head is not None and policy.value_head[2].bias.grad is not None
+    with torch.no_grad():
+        policy.value_head[2].bias.add_(0.5)
+    policy.save(tmp_path)
+    other = LatentPolicy(policy.decoder, latent_dim=4, hidden=16)
+    other.add_value_head()
+    other.load_weights(tmp_path)
+    assert torch.allclose(other.values(rollout), policy.values(rollout)) and float(other.values(rollout)[0, 0]) != 0.0

@@ -64,6 +64,8 @@ class _GaussianImagePolicy:
         self.train_model: nn.Module = network  # DDP-wrapped under several processes
         self.decoder = decoder
         self.source: str | None = None
+        self.value_head: nn.Module | None = None  # PPO's critic, added by add_value_head
+        self.train_value_head: nn.Module | None = None
 
     # subclasses define these three
     def _inputs(self, contexts: list[Any], num_samples: int, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -75,6 +77,38 @@ class _GaussianImagePolicy:
 
     def _decode(self, actions: Tensor, extras: Mapping[str, Tensor]) -> Tensor:  # (B, 1, S, S)
         raise NotImplementedError
+
+    def _features(self, extras: Mapping[str, Tensor]) -> Tensor:  # (B, F)
+        """What the critic sees: the state before acting (context and drawn code)."""
+        raise NotImplementedError
+
+    # -- critic (PPO)
+    def add_value_head(self, hidden: int = 64) -> None:
+        """Give the policy a critic, an MLP on :meth:`_features` whose last layer starts at zero;
+        its value is the same at every action of a row (all actions are taken at once)."""
+        if self.value_head is not None:
+            return
+        probe = self.sample([{}], 1)
+        width = self._features(probe.extras).shape[1]
+        last = nn.Linear(hidden, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        head = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), last)
+        self.value_head = self.train_value_head = head.to(self.device)
+
+    def _values(self, head: nn.Module, rollout: Rollout) -> Tensor:  # (B, T)
+        return head(self._features(rollout.extras)).expand_as(rollout.actions) * rollout.mask
+
+    def values(self, rollout: Rollout) -> Tensor:  # (B, T)
+        if self.value_head is None:
+            raise RuntimeError("this policy has no value head: call add_value_head() first")
+        with torch.no_grad():
+            return self._values(self.value_head, rollout)
+
+    def log_probs_and_values(self, rollout: Rollout) -> tuple[Tensor, Tensor]:  # (B, T) each
+        if self.train_value_head is None:
+            raise RuntimeError("this policy has no value head: call add_value_head() first")
+        return self.log_probs(rollout), self._values(self.train_value_head, rollout)
 
     @property
     def device(self) -> torch.device:
@@ -113,11 +147,15 @@ class _GaussianImagePolicy:
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.network.parameters() if p.requires_grad]
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
 
     def prepare(self, accelerator: Any) -> None:
         self.train_model = accelerator.prepare(self.network)
         self.network = accelerator.unwrap_model(self.train_model)
+        if self.value_head is not None:
+            self.train_value_head = accelerator.prepare(self.value_head)
+            self.value_head = accelerator.unwrap_model(self.train_value_head)
         self.decoder.to(accelerator.device)
 
     def _config(self) -> dict[str, Any]:
@@ -129,11 +167,15 @@ class _GaussianImagePolicy:
         from rl4gen.gan.vae import save_module
 
         save_module(self.network, {**self._config(), "decoder_source": self.source}, directory, "policy")
+        if self.value_head is not None:
+            save_module(self.value_head, {}, directory, "value_head")
 
     def load_weights(self, directory: str | Path) -> None:
         from safetensors.torch import load_file
 
         self.network.load_state_dict(load_file(str(Path(directory) / "policy.safetensors"), device=str(self.device)))
+        if self.value_head is not None:
+            self.value_head.load_state_dict(load_file(str(Path(directory) / "value_head.safetensors"), device=str(self.device)))
 
 
 class LatentHead(nn.Module):
@@ -182,6 +224,10 @@ class LatentPolicy(_GaussianImagePolicy):
     def _decode(self, actions: Tensor, extras: Mapping[str, Tensor]) -> Tensor:
         return self.decoder(self.codes(actions, extras["base_codes"]))
 
+    def _features(self, extras: Mapping[str, Tensor]) -> Tensor:
+        onehot = nn.functional.one_hot(extras["labels"], NUM_LABELS + 1).float()
+        return torch.cat([onehot, extras["base_codes"]], dim=-1)
+
     def ref_log_probs(self, rollout: Rollout) -> Tensor:  # (B, T): a ~ N(0, s^2)
         zeros = torch.zeros_like(rollout.actions)
         return gaussian_log_prob(rollout.actions, zeros, zeros + math.log(self.scale))
@@ -213,6 +259,9 @@ class GaussianGeneratorPolicy(_GaussianImagePolicy):
     def _decode(self, actions: Tensor, extras: Mapping[str, Tensor]) -> Tensor:
         size = math.isqrt(actions.shape[1])
         return actions.view(-1, 1, size, size)
+
+    def _features(self, extras: Mapping[str, Tensor]) -> Tensor:
+        return extras["codes"]
 
     def mean_images(self, n: int, seed: int = 777) -> Tensor:
         """``n`` noise-free images ``G(z)`` with a fixed seed: what the generator has learned."""
