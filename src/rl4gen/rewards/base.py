@@ -138,7 +138,7 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
     from rl4gen.config import build_registered
 
     try:
-        import rl4gen.rewards.levels  # noqa: F401  (needs the levels extra: gymnasium, pillow)
+        import rl4gen.rewards.levels
     except ImportError:
         pass
     import rl4gen.gan.images  # the image GAN rewards: image_discriminator, batch_novelty
