@@ -396,6 +396,89 @@ def _levels_eval(source: str, episodes: int, seed: int, deterministic: bool) -> 
     sys.stdout.write(json.dumps(result) + "\n")
 
 
+@levels_app.command("play")
+def levels_play(
+    problem: Annotated[str, typer.Option(help="zelda or sokoban.")] = "zelda",
+    record: Annotated[str | None, typer.Option(help="Traces .jsonl to append to.")] = None,
+    levels: Annotated[int, typer.Option(min=1, help="How many levels to play.")] = 3,
+    source: Annotated[str | None, typer.Option(help="Levels .jsonl file or run folder (default: random playable levels).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random levels.")] = 0,
+    scripted: Annotated[bool, typer.Option(help="Let the scripted (BFS-optimal) player play instead of you.")] = False,
+    epsilon: Annotated[float, typer.Option(help="Scripted player's random-move rate (noisy-optimal).")] = 0.0,
+) -> None:
+    """Play levels in the terminal (w a s d + Enter, q gives up) or let the scripted player play;
+    record the traces."""
+    from rl4gen.envs.levels import play
+
+    try:
+        pool = play.load_levels(source, problem)[:levels] if source else play.random_levels(problem, levels, seed=seed)
+        if scripted:
+            traces = play.record_scripted(problem, pool, epsilon=epsilon, seed=seed)
+        else:
+            traces = play.record_human(problem, pool, sys.stdin, sys.stdout)
+    except ValueError as exc:
+        fail(str(exc))
+    wins = sum(t["outcome"] == "win" for t in traces)
+    out.print(f"{len(traces)} levels played, {wins} won")
+    if record:
+        out.print(f"traces -> {play.write_traces(record, traces)}")
+
+
+@levels_app.command("train-player")
+def levels_train_player(
+    output: Annotated[str, typer.Option(help="Folder for the player (model.safetensors, player.json).")],
+    traces: Annotated[str | None, typer.Option(help="Traces .jsonl for behaviour cloning (winning traces are used).")] = None,
+    problem: Annotated[str, typer.Option(help="zelda or sokoban.")] = "zelda",
+    epochs: Annotated[int, typer.Option(min=1, help="Behaviour-cloning epochs.")] = 20,
+    rl_steps: Annotated[int, typer.Option(min=0, help="Fine-tuning steps after cloning (GAIL with traces, plain RL without).")] = 0,
+    episodes_per_step: Annotated[int, typer.Option(min=1, help="Episodes per fine-tuning step.")] = 32,
+    gail_weight: Annotated[float, typer.Option(help="Weight of the discriminator reward while fine-tuning.")] = 0.1,
+    bc_weight: Annotated[float, typer.Option(help="Weight of the cloning loss kept while fine-tuning.")] = 0.0,
+    levels: Annotated[int, typer.Option(min=1, help="Random playable training levels for fine-tuning.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed (training levels: seed; held-out levels: seed + 1).")] = 0,
+) -> None:
+    """Train a player model (behaviour cloning, GAIL or RL) and playtest it on held-out levels."""
+    from rl4gen.envs.levels.players import train_player
+
+    try:
+        summary = train_player(problem, output, traces=traces, epochs=epochs, rl_steps=rl_steps, episodes_per_step=episodes_per_step,
+                               gail_weight=gail_weight, bc_weight=bc_weight, levels=levels, level_seed=seed, seed=seed,
+                               log=lambda m: err.print(m))
+    except ValueError as exc:
+        fail(str(exc))
+    e, r = summary["eval"], summary["eval_random"]
+    out.print(f"held-out success: player {e['success_rate']:.3f} vs random {r['success_rate']:.3f}; player -> {output}")
+    sys.stdout.write(json.dumps(summary) + "\n")
+
+
+@levels_app.command("playtest")
+def levels_playtest(
+    player: Annotated[str, typer.Argument(help="Player folder, 'random' or 'scripted:EPS'.")],
+    source: Annotated[str | None, typer.Option(help="Levels .jsonl file or run folder (default: random playable levels).")] = None,
+    problem: Annotated[str, typer.Option(help="zelda or sokoban (read from a player folder).")] = "zelda",
+    levels: Annotated[int, typer.Option(min=1, help="How many levels.")] = 64,
+    episodes: Annotated[int, typer.Option(min=1, help="Plays per level.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the random levels and of the plays.")] = 1,
+) -> None:
+    """Success rate, steps and difficulty of levels for a player (difficulty = 1 - success rate)."""
+    from rl4gen.envs.levels import play
+    from rl4gen.rewards.levels import DifficultyBalanceReward
+
+    try:
+        judge = DifficultyBalanceReward(problem, player=player) if not Path(player).is_dir() else None
+        from rl4gen.envs.levels.players import load_player, playtest
+
+        agent = load_player(player) if judge is None else judge.player
+        problem = getattr(agent, "problem", problem)
+        pool = play.load_levels(source, problem)[:levels] if source else play.random_levels(problem, levels, seed=seed)
+        result = playtest(pool, agent, problem=problem, episodes=episodes, seed=seed)
+    except ValueError as exc:
+        fail(str(exc))
+    per_level = result.pop("per_level")
+    out.print(" ".join(f"{k}={v:.3f}" for k, v in result.items()) + f" ({len(per_level)} levels x {episodes} plays)")
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
 #: Offline commands: (module, config class, entry function).
 OFFLINE_COMMANDS = {
     "sft": ("rl4gen.algorithms.sft", "SFTConfig", "train_sft"),
@@ -488,6 +571,24 @@ def reward_train(
     _run_guarded(lambda: _offline_command("reward train", config, set_ or [], progress, dry_run, from_db))
 
 
+@reward_app.command("train-images")
+def reward_train_images(
+    votes: Annotated[str, typer.Argument(help="Image votes JSONL (chosen/rejected name PNG files).")],
+    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="Folder for the trained model.")],
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 400,
+    size: Annotated[int, typer.Option(help="Image size the model reads (images are resized).")] = 16,
+) -> None:
+    """Train a Bradley-Terry image reward model on image votes (see docs/tasks/digits.md)."""
+
+    def go() -> None:
+        from rl4gen.images.reward_model import train_image_reward_model
+
+        metrics = train_image_reward_model(votes, output_dir, steps=steps, size=size, log=lambda m: err.print(escape(m)))
+        out.print(f"held-out accuracy {metrics['eval/accuracy']:.1%} on {metrics['eval_pairs']} pairs; model in {output_dir}")
+
+    _run_guarded(go)
+
+
 prefs_app = typer.Typer(help="Synthetic preferences from a policy and a judge (see docs/commands/prefs.md).", no_args_is_help=True)
 app.add_typer(prefs_app, name="prefs")
 
@@ -513,6 +614,24 @@ def prefs_generate(
         report = generate_preferences(cfg, log=lambda m: err.print(escape(m), soft_wrap=True))
         for line in report_lines(report):
             out.print(escape(line))
+
+    _run_guarded(go)
+
+
+@prefs_app.command("image-votes")
+def prefs_image_votes(
+    output: Annotated[str, typer.Argument(help="Votes JSONL to write (PNGs go to a folder beside it).")],
+    style: Annotated[str, typer.Option(help="The judge prefers the image with more of this style.")] = "stroke_weight",
+    n: Annotated[int, typer.Option(min=1, help="Number of votes.")] = 600,
+    seed: Annotated[int, typer.Option(help="Seed of the pairs drawn.")] = 0,
+) -> None:
+    """Write synthetic image votes: pairs of training digits judged by a style rule."""
+
+    def go() -> None:
+        from rl4gen.images.reward_model import synthetic_style_votes
+
+        path = synthetic_style_votes(output, style=style, n=n, seed=seed)
+        out.print(f"wrote {n} votes to {path}")
 
     _run_guarded(go)
 

@@ -14,6 +14,7 @@ Every line is validated. A malformed line raises :class:`DataError` naming the f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ class PreferencePair:
     chosen: str
     rejected: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    line: int = field(default=0, compare=False)
+    """Line number in the file it was read from (0 when built in code)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Rating:
     label: bool | None = None
     score: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    line: int = field(default=0, compare=False)
+    """Line number in the file it was read from (0 when built in code)."""
 
     @property
     def value(self) -> float:
@@ -63,6 +68,8 @@ class Completion:
     prompt: str
     completion: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    line: int = field(default=0, compare=False)
+    """Line number in the file it was read from (0 when built in code)."""
 
 
 T = TypeVar("T")
@@ -176,7 +183,7 @@ def _load(path: str | Path, parse: Callable[[dict[str, Any]], T], kind: str, ski
                     raise _LineError(f"not valid JSON ({exc.msg})", "write one JSON object per line") from None
                 if not isinstance(obj, dict):
                     raise _LineError(f"not a JSON object but {type(obj).__name__}", f"write one {kind} object per line")
-                rows.append(parse(obj))
+                rows.append(dataclasses.replace(parse(obj), line=number))
             except _LineError as exc:
                 message = f"{p}:{number}: {exc.what}; {exc.fix}."
                 if not skip_invalid:

@@ -7,7 +7,7 @@ Shared by the diffusion task, the GAN and latent-policy tasks. Images are float 
 
 from rl4gen.images.classifier import DigitClassifier, load_digit_classifier
 from rl4gen.images.digits import DigitsSplit, load_digits
-from rl4gen.images.grid import save_grid
+from rl4gen.images.io import load_png, save_grid, save_png
 from rl4gen.images.metrics import (
     class_coverage,
     frechet_distance,
@@ -23,6 +23,8 @@ __all__ = [
     "image_report",
     "load_digit_classifier",
     "load_digits",
+    "load_png",
     "save_grid",
+    "save_png",
     "within_class_diversity",
 ]

@@ -27,9 +27,10 @@ FEATURES = 64
 
 
 class DigitClassifier(nn.Module):
-    """conv(32) conv(32) pool conv(64) pool -> 64 features -> 10 logits."""
+    """conv(32) conv(32) pool conv(64) pool -> 64 features -> 10 logits (``outputs`` of them:
+    the image reward model uses the same network with one output)."""
 
-    def __init__(self, width: int = 32, features: int = FEATURES) -> None:
+    def __init__(self, width: int = 32, features: int = FEATURES, outputs: int = 10) -> None:
         super().__init__()
         self.width = width
         self.num_features = features
@@ -46,7 +47,7 @@ class DigitClassifier(nn.Module):
             nn.Linear(2 * width * (INPUT_SIZE // 4) ** 2, features),
             nn.ReLU(),
         )
-        self.head = nn.Linear(features, 10)
+        self.head = nn.Linear(features, outputs)
 
     def features(self, images: Tensor) -> Tensor:
         """Penultimate activations ``(N, 64)``: the Fréchet distance's feature space."""

@@ -4,6 +4,13 @@ where a reward needs one.
 
 - ``digit_alignment``: prompt alignment, p(requested digit | image) under the locally trained
   classifier (or its log), the small-scale analogue of a CLIP score.
+- ``image_style``: a measurable style (``stroke_weight``, ``symmetry``, ``contrast``; see
+  :mod:`rl4gen.images.styles`), either the measure itself or ``-|measure - target|``. Mix it with
+  ``digit_alignment`` so the digit stays legible.
+- ``compressibility``: minus the image's encoded size in kB (PNG or JPEG), DDPO's classic
+  reward-hacking-prone objective.
+- ``image_reward_model``: a Bradley–Terry model trained from image votes
+  (:mod:`rl4gen.images.reward_model`), loaded by path.
 """
 
 from __future__ import annotations
@@ -65,4 +72,67 @@ class DigitAlignmentReward:
         return probs.tolist()
 
 
-__all__ = ["DigitAlignmentReward", "as_image_batch", "requested_labels"]
+@register_reward("image_style")
+class ImageStyleReward:
+    """A style measure in ``[0, 1]``; with ``target``, ``-|measure - target|`` (highest at the
+    target). Named after the style, so each is logged as ``rewards/{style}/mean``."""
+
+    def __init__(self, style: str, target: float | None = None) -> None:
+        from rl4gen.images.styles import STYLES
+
+        if style not in STYLES:
+            raise ValueError(f"unknown image style {style!r}: use one of {', '.join(STYLES)}.")
+        if target is not None and not 0.0 <= target <= 1.0:
+            raise ValueError(f"image style target must lie in [0, 1] (styles are fractions), got {target}.")
+        self.name = style
+        self.measure = STYLES[style]
+        self.target = target
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        values = self.measure(as_image_batch(samples))
+        if self.target is not None:
+            values = -(values - self.target).abs()
+        return values.tolist()
+
+
+@register_reward("compressibility")
+class CompressibilityReward:
+    """Minus the encoded size in kB (``format`` ``png`` or ``jpeg``): smaller files score higher."""
+
+    def __init__(self, format: str = "png", quality: int = 95) -> None:
+        if format not in ("png", "jpeg"):
+            raise ValueError(f"compressibility format must be 'png' or 'jpeg', got {format!r}.")
+        self.name = "compressibility"
+        self.format = format
+        self.quality = quality
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        from rl4gen.images.styles import encoded_bytes
+
+        return [-size / 1000 for size in encoded_bytes(as_image_batch(samples), self.format, self.quality)]
+
+
+@register_reward("image_reward_model")
+class ImageRewardModelReward:
+    """The score of a learned image reward model (a folder written by
+    :func:`rl4gen.images.reward_model.train_image_reward_model`)."""
+
+    def __init__(self, path: str) -> None:
+        from rl4gen.images.reward_model import load_image_reward_model
+
+        self.name = "image_reward_model"
+        self.model = load_image_reward_model(path)
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        with torch.no_grad():
+            return self.model(as_image_batch(samples))[:, 0].tolist()
+
+
+__all__ = [
+    "CompressibilityReward",
+    "DigitAlignmentReward",
+    "ImageRewardModelReward",
+    "ImageStyleReward",
+    "as_image_batch",
+    "requested_labels",
+]

@@ -18,7 +18,7 @@ from rl4gen.envs.levels.problems import PROBLEMS, make_problem, range_reward
 from rl4gen.envs.levels.representations import REPRESENTATIONS
 from rl4gen.envs.levels.vector import LevelVectorEnv
 
-__all__ = ["ENV_IDS", "PROBLEMS", "REPRESENTATIONS", "LevelEnv", "LevelVectorEnv", "env_id", "make_problem", "range_reward", "register_envs"]
+__all__ = ["ENV_IDS", "PLAY_ENV_IDS", "PROBLEMS", "REPRESENTATIONS", "LevelEnv", "LevelVectorEnv", "env_id", "make_problem", "range_reward", "register_envs"]
 
 
 def env_id(problem: str, representation: str) -> str:
@@ -43,3 +43,7 @@ def register_envs() -> None:
 
 
 register_envs()
+
+from rl4gen.envs.levels.play import PLAY_ENV_IDS, register_play_envs
+
+register_play_envs()

@@ -38,7 +38,12 @@ def level_record(level: np.ndarray, problem: str, **extra: Any) -> dict[str, Any
 
 def write_levels(run_dir: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Append records to ``RUN_DIR/samples/levels.jsonl``."""
-    path = levels_path(run_dir)
+    return append_jsonl(levels_path(run_dir), records)
+
+
+def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Append records to a ``.jsonl`` file, one JSON object per line (creating its folder)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         for record in records:
