@@ -203,7 +203,7 @@ CASES: dict[str, Case] = {
     "task-args-out-of-range": Case(_sets("task_args.digits=9"), _n("'task_args.digits'")),
     # unknown names
     "unknown-algorithm": Case(_sets("algorithm.name=trpo"), _n("algorithm.name", "'trpo'", "grpo, rloo, reinforce, ppo or dqn")),
-    "unknown-task": Case(_sets("task=chess"), _n("unknown task 'chess'", "arithmetic, dialogue, digits, level_writer, melody, prompts, seqgan_oracle, shakespeare")),
+    "unknown-task": Case(_sets("task=chess"), _n("unknown task 'chess'", "arithmetic, dialogue, digits, gan_digits, latent_digits, level_writer, melody, prompts, seqgan_oracle, shakespeare")),
     "unknown-task-args-key": Case(_sets("task_args.digitz=3"), _n("'task_args.digitz'")),
     "unknown-reward-type": Case(_sets("rewards=[{type: nope}]"), _n("unknown reward type 'nope'", "exact_answer")),
     "unknown-reward-argument": Case(

@@ -413,7 +413,7 @@ def test_load_train_config_with_base_skips_task_defaults() -> None:
         (None, ["max_steps=3"], ("config key 'task' is required",)),
         ("max_steps: 3\n", [], ("config key 'task' is required",)),
         ("task: arithmetic\n", ["task=[1]"], ("'task'", "[1]")),
-        ("task: chess\n", [], ("unknown task 'chess'", "arithmetic, dialogue, digits, level_writer, melody, prompts, seqgan_oracle, shakespeare")),
+        ("task: chess\n", [], ("unknown task 'chess'", "arithmetic, dialogue, digits, gan_digits, latent_digits, level_writer, melody, prompts, seqgan_oracle, shakespeare")),
         ("task: arithmetic\n", ["task_args.digitz=2"], ("'task_args.digitz'",)),
         ("task: arithmetic\ntask_args:\n  digits: 0\n", [], ("'task_args.digits'",)),
         ("task: arithmetic\n", ["algorithm.num_generatons=4"], ("'algorithm.num_generatons'", "'algorithm.num_generations'")),

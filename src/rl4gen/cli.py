@@ -318,7 +318,7 @@ def evaluate(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option(help="arithmetic, shakespeare, melody or digits.")] = "arithmetic",
+    task: Annotated[str, typer.Option(help="arithmetic, shakespeare, melody, digits or gan.")] = "arithmetic",
     output_dir: Annotated[str, typer.Option(help="Folder for run folders.")] = "runs",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the task's recipe.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

@@ -52,6 +52,10 @@ def run_demo(
     sets = list(sets or [])
     if task_name == "shakespeare":
         return _shakespeare_demo(output_dir, sets, show_progress, console, log)
+    if task_name == "gan":
+        from rl4gen.gan.demo import run_gan_demo
+
+        return run_gan_demo(output_dir=output_dir, sets=sets, show_progress=show_progress, console=console, log=log)
     if task_name == "melody":
         from rl4gen.music.demo import run_melody_demo
 

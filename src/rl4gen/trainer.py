@@ -215,6 +215,7 @@ class Trainer:
         self.skipped_steps = 0
         self._consecutive_skips = 0
         self.num_tokens = 0
+        self.reward_metrics: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         if resume_from is not None:
@@ -303,7 +304,7 @@ class Trainer:
         scored = self.rewards(rollout.samples, rollout.contexts)
         rollout.rewards = scored.total.to(rollout.actions.device)
         rollout.advantages = self.algorithm.advantages(rollout)
-        self.rewards.update(rollout)
+        self.reward_metrics = self.rewards.update(rollout)  # learned rewards' own metrics
         return rollout, scored.components
 
     def update(self, rollout: Rollout) -> dict[str, float]:
@@ -486,6 +487,7 @@ class Trainer:
                 step = self.step + 1
                 rollout, components = self.collect(step)
                 metrics = self._rollout_metrics(rollout, components)
+                metrics.update(self.reward_metrics)
                 metrics.update(self.update(rollout))
                 self.algorithm.end_step(metrics, len(rollout) * acc.num_processes)
                 self.step = step

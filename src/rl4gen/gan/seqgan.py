@@ -232,7 +232,6 @@ class SeqGANTrainer(Trainer):
         self.num_rollouts: int = opts.num_rollouts
         self.baseline: str = opts.baseline
         self.rollout_policy = DelayedCopy(self.policy, opts.rollout_update_rate)
-        self.gan_metrics: dict[str, float] = {}
         self.callbacks.insert(0, lambda trainer, step, metrics: self.rollout_policy.follow(self.policy))
 
     def _gan_generator(self, step: int, part: int) -> torch.Generator:
@@ -274,14 +273,9 @@ class SeqGANTrainer(Trainer):
         rollout.rewards = final.to(rollout.actions.device)
         rollout.advantages = position_baseline(q, rollout.mask) if self.baseline == "mean" else q
         real_gen = self._gan_generator(step, 2)
-        self.gan_metrics = self.discriminator.update(rollout, self.real_samples(real_gen, len(rollout)), generator=real_gen)
-        self.gan_metrics["seqgan/mean_token_reward"] = float((q.sum() / rollout.mask.sum().clamp(min=1)).item())
+        self.reward_metrics = self.discriminator.update(rollout, self.real_samples(real_gen, len(rollout)), generator=real_gen)
+        self.reward_metrics["seqgan/mean_token_reward"] = float((q.sum() / rollout.mask.sum().clamp(min=1)).item())
         return rollout, {self.discriminator.name: final}
-
-    def _rollout_metrics(self, rollout: Rollout, components: dict[str, Tensor]) -> dict[str, float]:
-        metrics = super()._rollout_metrics(rollout, components)
-        metrics.update(self.gan_metrics)
-        return metrics
 
 
 __all__ = [

@@ -101,12 +101,15 @@ class CombinedReward:
             total += weight * torch.nan_to_num(values, nan=0.0)
         return RewardOutput(total=total, components=components)
 
-    def update(self, rollout: Any) -> None:
-        """Let rewards that learn (discriminators, online reward models) see the new rollout."""
+    def update(self, rollout: Any) -> dict[str, float]:
+        """Let rewards that learn (discriminators, online reward models) see the new rollout;
+        returns the metrics their updates return (e.g. ``discriminator/acc_real``)."""
+        metrics: dict[str, float] = {}
         for reward in self.rewards:
             update = getattr(reward, "update", None)
             if callable(update):
-                update(rollout)
+                metrics.update(update(rollout) or {})
+        return metrics
 
 
 # ------------------------------------------------------------------------------- registry
@@ -139,6 +142,7 @@ def build_reward(type_name: str, name: str | None = None, **args: Any) -> Reward
         import rl4gen.rewards.levels
     except ImportError:
         pass
+    import rl4gen.gan.images  # the image GAN rewards: image_discriminator, batch_novelty
     import rl4gen.rewards.image  # noqa: F401  (its models load lazily: the images extra)
 
     reward: Reward = build_registered("reward", REWARD_TYPES, type_name, args)

@@ -12,16 +12,17 @@ def _registry() -> dict[str, type[Task]]:
     from rl4gen.tasks.arithmetic import ArithmeticTask
     from rl4gen.tasks.dialogue import DialogueTask
     from rl4gen.tasks.digits import DigitsTask
+    from rl4gen.tasks.gan import GanDigitsTask, LatentDigitsTask
     from rl4gen.tasks.level_writer import LevelWriterTask
     from rl4gen.tasks.melody import MelodyTask
     from rl4gen.tasks.prompts import PromptsTask
     from rl4gen.tasks.seqgan_oracle import SeqGANOracleTask
     from rl4gen.tasks.shakespeare import ShakespeareTask
 
-    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask, SeqGANOracleTask, DigitsTask)}
+    return {t.name: t for t in (ArithmeticTask, ShakespeareTask, PromptsTask, MelodyTask, DialogueTask, LevelWriterTask, SeqGANOracleTask, DigitsTask, LatentDigitsTask, GanDigitsTask)}
 
 
-TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer", "seqgan_oracle", "digits")
+TASK_NAMES = ("arithmetic", "shakespeare", "prompts", "melody", "dialogue", "level_writer", "seqgan_oracle", "digits", "latent_digits", "gan_digits")
 
 
 def get_task(name: str, task_args: dict[str, Any] | None = None) -> Task:

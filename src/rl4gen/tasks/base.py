@@ -172,8 +172,15 @@ class Task(ABC):
         )
 
     def save_samples(self, step: int, rollout: Any, out_dir: Path) -> None:
-        """Draw a step's non-text samples into ``out_dir`` (e.g. a PNG grid); text samples go to
-        the trainer's JSONL table and need nothing here."""
+        """Draw a step's non-text samples into ``out_dir``; text samples go to the trainer's JSONL
+        table and need nothing here. Image samples (``(1, H, W)`` tensors) become a PNG grid
+        ``step_{step}.png`` with one row per context; other tasks override this."""
+        if not rollout.samples or not isinstance(rollout.samples[0], torch.Tensor):
+            return
+        from rl4gen.images import save_grid
+
+        per_context = max(1, int((rollout.group_ids == rollout.group_ids[0]).sum()))
+        save_grid(torch.stack(rollout.samples[:200]), out_dir / f"step_{step:06d}.png", nrow=per_context)
 
     def pretrained_dir(self) -> Path:
         return cached_path(self.name, self.pretrain_settings())

@@ -162,13 +162,6 @@ class DigitsTask(Task):
             report["restoration_mse"] = float(((images - target) ** 2 * hidden).sum() / hidden.sum())
         return report
 
-    def save_samples(self, step: int, rollout: Any, out_dir: Path) -> None:
-        """A PNG grid of the step's images (one row per context)."""
-        from rl4gen.images import save_grid
-
-        g = max(1, int((rollout.group_ids == rollout.group_ids[0]).sum()))
-        save_grid(torch.stack(rollout.samples), out_dir / f"step_{step:06d}.png", nrow=g)
-
     # ------------------------------------------------------------------ recipe
 
     def default_config(self) -> dict[str, Any]:
