@@ -78,8 +78,12 @@ def test_short_ddpo_run_raises_alignment(tmp_path: Path, one_thread: None) -> No
 def test_inpainting_run_reports_restoration(tmp_path: Path, one_thread: None) -> None:
     from rl4gen.trainer import Trainer
 
-    config = _config(tmp_path, task_args={"mode": "inpaint"})
+    recipe = get_task("digits", {"mode": "inpaint"}).default_config()["rewards"]  # agreement + realism
+    config = _config(tmp_path, task_args={"mode": "inpaint"}, rewards=recipe)
     result = Trainer(config, show_progress=False, log=lambda m: None).train()
     b, a = result.initial_eval, result.final_eval
     assert 0 < b["restoration_mse"] < 4 and 0 < a["restoration_mse"] < 4
     assert b["restoration_mse"] != a["restoration_mse"]  # the trained policy restores differently
+    # Not asserted: that restoration improves. On this small prior 8-10 steps left accuracy and
+    # error flat (within +-2 points, either sign) at every setting tried; docs/tasks/digits.md.
+    assert all(h["rewards/digit_realism/mean"] < 0 for h in result.history)  # the recipe's realism term
