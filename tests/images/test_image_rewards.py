@@ -35,6 +35,18 @@ def test_alignment_prefers_the_requested_digit() -> None:
         reward(test.images[:1], [{}])
 
 
+def test_realism_ranks_scans_above_noise_and_blur() -> None:
+    test = load_digits("test", 8)
+    reward = build_reward("digit_realism")
+    scans = torch.tensor(reward(test.images[:100], [{}] * 100))  # needs no label
+    noise = torch.tensor(reward(torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1, [{}] * 100))
+    blurred = torch.tensor(reward(torch.nn.functional.avg_pool2d(test.images[:100], 3, 1, 1), [{}] * 100))
+    assert scans.mean() > noise.mean() + 0.3 and scans.mean() > blurred.mean() + 0.3
+    assert torch.all(scans <= 0)
+    floored = build_reward("digit_realism", floor=-0.5)(torch.rand(10, 1, 8, 8) * 2 - 1, [{}] * 10)
+    assert min(floored) >= -0.5
+
+
 def test_style_measures_by_hand() -> None:
     blank = -torch.ones(1, 1, 4, 4)
     half = blank.clone()

@@ -66,6 +66,15 @@ def test_reevaluating_stored_steps_gives_ratio_one_with_gradients(one_thread: No
     assert not ref.requires_grad and torch.allclose(ref, rollout.logprobs, atol=1e-5)
 
 
+def test_skipped_last_steps_never_enter_the_loss(one_thread: None) -> None:
+    policy = _policy(num_inference_steps=6, timestep_fraction=0.5, skip_last_steps=2)
+    rollout = policy.sample([{"label": d} for d in range(4)], 4, torch.Generator().manual_seed(0))
+    assert torch.all(rollout.mask[:, -2:] == 0)  # the two least noisy steps
+    assert torch.all(rollout.mask.sum(1) == 2)  # half of the 4 other steps
+    with pytest.raises(ConfigError, match="skip_last_steps"):
+        _policy(num_inference_steps=4, skip_last_steps=4)
+
+
 def test_eta_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match="eta must be > 0"):
         _policy(eta=0.0)

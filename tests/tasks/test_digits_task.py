@@ -54,22 +54,23 @@ def _config(tmp_path: Path, **overrides: object) -> object:
     return validate_config(data)
 
 
-def test_short_ddpo_run_updates_the_unet(tmp_path: Path, one_thread: None) -> None:
-    # Not asserted: that alignment rises. At the recipe's learning rate the gain is about 1.4
-    # points of p(requested) after 20 steps of 128 samples (docs/tasks/digits.md), too slow and
-    # too noisy for a unit test.
+def test_short_ddpo_run_raises_alignment(tmp_path: Path, one_thread: None) -> None:
+    # The small prior requests the right digit about 70% of the time; with the last 3 of its 6
+    # steps left out of the loss, 8 steps of 64 samples at lr 1e-4 raise held-out p(requested)
+    # by 4-8 points on seeds 0, 1 and 2 (measured; docs/tasks/digits.md).
     from rl4gen.trainer import Trainer
 
-    config = _config(tmp_path)
+    config = _config(tmp_path, max_steps=8, eval_steps=8, prompts_per_step=8, eval_size=100, learning_rate=1e-4, seed=0)
     trainer = Trainer(config, show_progress=False, log=lambda m: None)
     before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
     result = trainer.train()
     after = trainer.policy.trainable_parameters()
     assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.numel() > 1)
-    rewards = [h["reward"] for h in result.history]
-    assert all(torch.isfinite(torch.tensor(rewards)))
-    assert set(result.final_eval) >= {"accuracy", "p_requested", "frechet", "diversity", "coverage"}
-    assert all(h["completions/mean_length"] == 3.0 for h in result.history)  # half of the 6 steps
+    b, a = result.initial_eval, result.final_eval
+    assert a["p_requested"] > b["p_requested"] + 0.03, (b["p_requested"], a["p_requested"])
+    assert a["accuracy"] > b["accuracy"], (b["accuracy"], a["accuracy"])
+    assert set(a) >= {"accuracy", "p_requested", "frechet", "diversity", "coverage"}
+    assert all(h["completions/mean_length"] == 2.0 for h in result.history)  # half of the first 3 steps
     assert (result.run_dir / "samples" / "step_000001.png").is_file()
     assert (result.run_dir / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
 
@@ -77,8 +78,12 @@ def test_short_ddpo_run_updates_the_unet(tmp_path: Path, one_thread: None) -> No
 def test_inpainting_run_reports_restoration(tmp_path: Path, one_thread: None) -> None:
     from rl4gen.trainer import Trainer
 
-    config = _config(tmp_path, task_args={"mode": "inpaint"})
+    recipe = get_task("digits", {"mode": "inpaint"}).default_config()["rewards"]  # agreement + realism
+    config = _config(tmp_path, task_args={"mode": "inpaint"}, rewards=recipe)
     result = Trainer(config, show_progress=False, log=lambda m: None).train()
     b, a = result.initial_eval, result.final_eval
     assert 0 < b["restoration_mse"] < 4 and 0 < a["restoration_mse"] < 4
     assert b["restoration_mse"] != a["restoration_mse"]  # the trained policy restores differently
+    # Not asserted: that restoration improves. On this small prior 8-10 steps left accuracy and
+    # error flat (within +-2 points, either sign) at every setting tried; docs/tasks/digits.md.
+    assert all(h["rewards/digit_realism/mean"] < 0 for h in result.history)  # the recipe's realism term

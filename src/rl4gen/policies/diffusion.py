@@ -56,6 +56,9 @@ class SamplerConfig:
     """DDIM stochasticity: 0 is deterministic DDIM (not a policy), 1 is DDPM-like."""
     timestep_fraction: float = 1.0
     """Fraction of each sample's steps that enter the loss (a random subset per sample)."""
+    skip_last_steps: int = 0
+    """The last (least noisy) steps never enter the loss: their ``1 / sigma^2`` gradients are the
+    largest and carry little of the image's content; the fraction applies to the other steps."""
     clip_sample: float | None = 1.0
     """Clip the predicted clean image to this range at every step (None: no clipping)."""
     batch_size: int = 512
@@ -75,6 +78,11 @@ class DiffusionPolicy:
             )
         if not 0 < s.timestep_fraction <= 1:
             raise ConfigError(f"timestep_fraction must be in (0, 1], got {s.timestep_fraction}.")
+        if not 0 <= s.skip_last_steps < s.num_inference_steps:
+            raise ConfigError(
+                f"skip_last_steps must be in [0, num_inference_steps) = [0, {s.num_inference_steps}), "
+                f"got {s.skip_last_steps}: at least one step must be trained."
+            )
         self.model: Any = unet
         self.train_model: nn.Module = unet
         self.model.eval()  # no dropout in the tiny UNet; sampling and re-scoring must agree
@@ -216,8 +224,11 @@ class DiffusionPolicy:
         images = x.clamp(-1, 1)
         if known is not None:
             images = hole * images + (1 - hole) * known
-        k = max(1, round(self.sampler.timestep_fraction * t_steps))
-        chosen = torch.rand((b, t_steps), generator=generator, device=dev).argsort(dim=1)[:, :k]
+        trainable = t_steps - self.sampler.skip_last_steps
+        k = max(1, round(self.sampler.timestep_fraction * trainable))
+        order = torch.rand((b, t_steps), generator=generator, device=dev)
+        order[:, trainable:] = 2.0  # the skipped last steps sort after every trainable one
+        chosen = order.argsort(dim=1)[:, :k]
         mask = torch.zeros((b, t_steps), device=dev).scatter_(1, chosen, 1.0)
         extras = {
             "latents": torch.stack(latents, dim=1),  # (B, T + 1, 1, H, W)

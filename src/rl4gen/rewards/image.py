@@ -4,6 +4,9 @@ where a reward needs one.
 
 - ``digit_alignment``: prompt alignment, p(requested digit | image) under the locally trained
   classifier (or its log), the small-scale analogue of a CLIP score.
+- ``digit_realism``: how much an image looks like a real scan to the classifier: minus the squared
+  Mahalanobis distance of its features to a Gaussian fitted on the training scans' features, per
+  feature (a per-image analogue of the Fréchet distance; about -1 for a real digit).
 - ``image_style``: a measurable style (``stroke_weight``, ``symmetry``, ``contrast``; see
   :mod:`rl4gen.images.styles`), either the measure itself or ``-|measure - target|``. Mix it with
   ``digit_alignment`` so the digit stays legible.
@@ -15,6 +18,7 @@ where a reward needs one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +74,40 @@ class DigitAlignmentReward:
         if self.log:
             return probs.clamp_min(1e-4).log().tolist()
         return probs.tolist()
+
+
+@functools.lru_cache(maxsize=1)
+def _scan_feature_gaussian() -> tuple[Tensor, Tensor]:
+    """Mean ``(64,)`` and precision ``(64, 64)`` of the classifier's features of the training scans
+    (covariance shrunk by 1e-3 of its mean variance so that it inverts)."""
+    from rl4gen.images.classifier import load_digit_classifier
+    from rl4gen.images.digits import load_digits
+
+    feats = load_digit_classifier().embed(load_digits("train", 8).images).double()
+    mean = feats.mean(0)
+    cov = torch.cov(feats.T)
+    cov += 1e-3 * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+    return mean.float(), torch.linalg.inv(cov).float()
+
+
+@register_reward("digit_realism")
+class DigitRealismReward:
+    """Realism: ``-d^2 / 64`` with ``d`` the Mahalanobis distance of the image's classifier
+    features to the training scans' feature Gaussian (about -1 for a real digit, lower for blurry
+    or implausible strokes), floored at ``floor`` so one broken sample cannot dominate a batch.
+    Needs no label, so it also scores unconditional samples and restorations."""
+
+    def __init__(self, floor: float = -20.0) -> None:
+        self.name = "digit_realism"
+        self.floor = floor
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        from rl4gen.images.classifier import load_digit_classifier
+
+        mean, precision = _scan_feature_gaussian()
+        centred = load_digit_classifier().embed(as_image_batch(samples)) - mean
+        distance = ((centred @ precision) * centred).sum(1) / len(mean)
+        return (-distance).clamp_min(self.floor).tolist()
 
 
 @register_reward("image_style")

@@ -56,6 +56,9 @@ class DigitsOptions(BaseModel):
     """DDIM stochasticity; must be > 0 for RL (each step is a Gaussian action)."""
     timestep_fraction: float = Field(1.0, gt=0, le=1)
     """Fraction of each sample's steps trained (a random subset per sample, as in DDPO)."""
+    skip_last_steps: int = Field(3, ge=0)
+    """The last (nearly noiseless) DDIM steps left out of the loss: their ``1 / sigma^2``
+    gradients dominate the update and degrade the prior (docs/tasks/digits.md)."""
     hole: Literal["box", "half"] = "half"
     """Inpainting: hide a random box, or a random half (top, bottom, left or right)."""
     box_size: int = Field(4, ge=1)
@@ -130,7 +133,7 @@ class DigitsTask(Task):
         from rl4gen.policies.diffusion import SamplerConfig
 
         o = self.options
-        return SamplerConfig(num_inference_steps=o.num_inference_steps, eta=o.eta, timestep_fraction=o.timestep_fraction)
+        return SamplerConfig(num_inference_steps=o.num_inference_steps, eta=o.eta, timestep_fraction=o.timestep_fraction, skip_last_steps=o.skip_last_steps)
 
     def load_policy(self, model_path: str, config: Any, use_reference: bool) -> Any:
         """A :class:`~rl4gen.policies.diffusion.DiffusionPolicy` (full fine-tuning of the UNet)."""
@@ -177,8 +180,9 @@ class DigitsTask(Task):
                 "epsilon": 0.1,
                 "loss_type": "grpo",
             },
-            "rewards": [{"type": "digit_alignment", "weight": 1.0}],
-            "max_steps": 40,
+            "rewards": [{"type": "digit_alignment", "weight": 1.0}]
+            + ([{"type": "digit_realism", "weight": 0.5}] if inpaint else []),
+            "max_steps": 40 if inpaint else 20,
             "prompts_per_step": 16,
             "learning_rate": 5e-5,
             "lr_scheduler_type": "constant",
