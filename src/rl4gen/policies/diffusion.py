@@ -19,6 +19,9 @@ Rollout layout (``B`` samples, ``T`` steps, images ``(1, H, W)``):
 Inpainting: a context with ``"known"`` (a ``(1, H, W)`` image) and ``"known_mask"`` (1 where
 visible) re-imposes the visible pixels, noised to the step's level, after every step; the
 log-density then counts the hidden pixels only (the visible ones are not the policy's choice).
+An inpainting prior (a UNet with extra input channels, :func:`rl4gen.models.diffusion.inpaint_condition`)
+also sees the clean visible pixels and the mask at every step; for a context without ``"known"``
+it gets an empty mask (a whole new digit).
 
 Two NaN traps are refused at construction with a clear error: ``eta = 0`` (the step is
 deterministic, its density is a point mass) and a schedule whose last step has zero variance
@@ -41,7 +44,7 @@ from torch import Tensor, nn
 from rl4gen.config import ConfigError
 from rl4gen.core.diffusion import ddim_sigma, ddim_step_mean, gaussian_entropy, gaussian_logprob
 from rl4gen.core.rollout import Rollout
-from rl4gen.models.diffusion import NULL_CLASS, load_diffusion_prior
+from rl4gen.models.diffusion import NULL_CLASS, inpaint_condition, load_diffusion_prior
 
 SAMPLER_FILE = "sampler.json"
 
@@ -187,9 +190,23 @@ class DiffusionPolicy:
         known = torch.stack(knowns).to(device) if inpaint else None
         return torch.tensor(labels, device=device), torch.stack(holes).to(device), known
 
-    def _mean(self, model: nn.Module, latents: Tensor, steps: Tensor, labels: Tensor) -> Tensor:
-        """DDIM step means for latents ``(N, 1, H, W)`` at step indices ``steps`` ``(N,)``."""
-        eps = model(latents, self.timesteps.to(latents.device)[steps], class_labels=labels).sample
+    @property
+    def conditioned(self) -> bool:
+        """Whether the UNet is an inpainting prior (sees the visible pixels and the mask)."""
+        return int(self.model.config.in_channels) > 1
+
+    def _condition(self, hole: Tensor, known: Tensor | None) -> Tensor | None:  # (B, 2, H, W) or None
+        if not self.conditioned:
+            return None
+        if known is None:
+            return torch.zeros((hole.shape[0], 2, *hole.shape[2:]), device=hole.device)
+        return inpaint_condition(known, 1 - hole)
+
+    def _mean(self, model: nn.Module, latents: Tensor, steps: Tensor, labels: Tensor, condition: Tensor | None = None) -> Tensor:
+        """DDIM step means for latents ``(N, 1, H, W)`` at step indices ``steps`` ``(N,)``
+        (``condition`` ``(N, 2, H, W)``: an inpainting prior's extra input)."""
+        inputs = latents if condition is None else torch.cat([latents, condition], dim=1)
+        eps = model(inputs, self.timesteps.to(latents.device)[steps], class_labels=labels).sample
         dev = latents.device
         return ddim_step_mean(
             latents, eps, self.alpha_t.to(dev)[steps], self.alpha_prev.to(dev)[steps], self.sigma.to(dev)[steps],
@@ -202,6 +219,7 @@ class DiffusionPolicy:
         rows = [ctx for ctx in contexts for _ in range(num_samples)]
         group_ids = torch.arange(len(contexts)).repeat_interleave(num_samples)
         labels, hole, known = self._conditions(rows)
+        condition = self._condition(hole, known)
         b, size, t_steps, dev = len(rows), self.image_size, len(self.timesteps), self.device
 
         def noise() -> Tensor:
@@ -211,7 +229,7 @@ class DiffusionPolicy:
         latents, logprobs = [x], []
         for i in range(t_steps):
             steps = torch.full((b,), i, device=dev, dtype=torch.long)
-            mean = self._mean(self.model, x, steps, labels)
+            mean = self._mean(self.model, x, steps, labels, condition)
             sigma = self.sigma[i].to(dev)
             x_prev = mean + sigma * noise()
             if known is not None:  # re-impose the visible pixels at the next step's noise level
@@ -261,10 +279,11 @@ class DiffusionPolicy:
         rows, steps = rollout.mask.nonzero(as_tuple=True)  # (M,), (M,)
         latents = rollout.extras["latents"]
         labels, hole = rollout.extras["labels"], rollout.extras["hole"]
+        condition = self._condition(hole, rollout.extras.get("known"))
         parts = []
         for r, s in zip(rows.split(self.sampler.batch_size), steps.split(self.sampler.batch_size)):
             x_t, x_prev = latents[r, s], latents[r, s + 1]  # (N, 1, H, W) each
-            mean = self._mean(model, x_t, s, labels[r])
+            mean = self._mean(model, x_t, s, labels[r], None if condition is None else condition[r])
             parts.append(gaussian_logprob(x_prev, mean, self.sigma.to(x_t.device)[s], hole[r]))
         out = rollout.logprobs.detach().clone()
         if not parts:
