@@ -142,12 +142,11 @@ class DigitsTask(Task):
         return SamplerConfig(num_inference_steps=o.num_inference_steps, eta=o.eta, timestep_fraction=o.timestep_fraction, skip_last_steps=o.skip_last_steps)
 
     def load_policy(self, model_path: str, config: Any, use_reference: bool) -> Any:
-        """A :class:`~rl4gen.policies.diffusion.DiffusionPolicy` (full fine-tuning of the UNet)."""
+        """A :class:`~rl4gen.policies.diffusion.DiffusionPolicy`: full fine-tuning of the UNet, or
+        LoRA adapters with ``model.lora``."""
         from rl4gen.policies.diffusion import DiffusionPolicy
 
-        if config.model.lora is not None:
-            raise ConfigError("the digits task fine-tunes the whole (650k-parameter) UNet: remove model.lora.")
-        return DiffusionPolicy.from_pretrained(model_path, self.sampler(), use_reference=use_reference)
+        return DiffusionPolicy.from_pretrained(model_path, self.sampler(), use_reference=use_reference, lora=config.model.lora)
 
     def generate(self, policy: Any, contexts: list[dict[str, Any]], seed: int = EVAL_SEED) -> Tensor:
         """One image per context from ``policy`` with a fixed seed (the same noise for every policy)."""
