@@ -45,3 +45,23 @@ def test_ddim_sample_on_any_schedule(one_thread: None) -> None:
     assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1
     again = ddim_sample(unet, scheduler, torch.tensor([900, 400, 50]), torch.tensor([1, 2, 3]), noise)
     assert torch.equal(images, again)  # deterministic (eta = 0)
+
+
+def test_reinforce_finds_a_schedule_better_than_uniform_spacing(one_thread: None) -> None:
+    # On the small test prior, 3 steps: the learned schedule's quality (p(requested) + 0.1 x
+    # realism, 100 held-out samples) was 0.541 / 0.507 / 0.597 on seeds 0 / 1 / 2 against
+    # uniform spacing's 0.334, and the training reward rose on each (docs/tasks/digits.md).
+    from rl4gen.algorithms.schedule_policy import ScheduleSearchConfig, evaluate_schedule, train_schedule_policy
+    from rl4gen.models.diffusion import load_diffusion_prior
+    from rl4gen.tasks import get_task
+
+    small = {"channels": [16, 32], "pretrain_steps": 150, "pretrain_batch_size": 64, "num_inference_steps": 6, "timestep_fraction": 0.5}
+    unet, scheduler = load_diffusion_prior(get_task("digits", small).pretrain(log=lambda m: None))
+    config = ScheduleSearchConfig(num_steps=3, steps=15, schedules_per_step=8, images_per_schedule=10, seed=0)
+    policy, history = train_schedule_policy(unet, scheduler, config)
+    assert not torch.equal(policy.logits.detach(), torch.zeros_like(policy.logits))
+    late = sum(h["reward_mean"] for h in history[-3:]) / 3
+    assert late > history[0]["reward_mean"] + 0.05, [h["reward_mean"] for h in history]
+    uniform = evaluate_schedule(unet, scheduler, uniform_schedule(1000, 3), n=100)["quality"]
+    learned = evaluate_schedule(unet, scheduler, policy.most_likely(), n=100)["quality"]
+    assert learned > uniform + 0.1, (uniform, learned, policy.most_likely().tolist())

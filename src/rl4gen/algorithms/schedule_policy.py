@@ -40,12 +40,12 @@ class ScheduleSearchConfig:
     """K, the sampler's steps."""
     candidates: int = 50
     """Evenly spaced candidate timesteps the policy chooses among."""
-    schedules_per_step: int = 8
+    schedules_per_step: int = 16
     """Schedules sampled per REINFORCE step."""
-    images_per_schedule: int = 40
+    images_per_schedule: int = 20
     """Images each schedule is scored on (digits 0..9 in turn, the same noise for all)."""
-    steps: int = 30
-    learning_rate: float = 0.1
+    steps: int = 40
+    learning_rate: float = 0.3
     realism_weight: float = 0.1
     seed: int = 0
 
