@@ -252,7 +252,7 @@ class DiffusionPolicy:
     @property
     def conditioned(self) -> bool:
         """Whether the UNet is an inpainting prior (sees the visible pixels and the mask)."""
-        return int(self.model.config["in_channels"]) > 1
+        return int(self.model.config.in_channels) > 1
 
     def _condition(self, hole: Tensor, known: Tensor | None) -> Tensor | None:  # (B, 2, H, W) or None
         if not self.conditioned:
