@@ -115,6 +115,6 @@ def run_gan_demo(
     ]
     (out / "report.md").write_text("\n".join(report))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    console.print("\n".join(report))
+    console.print("\n".join(report), markup=False)  # "[before]" is text, not a style
     console.print(f"folder: {out} ({summary['seconds_total']} s)")
     return summary

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl4gen.rewards.base import register_reward
+from rl4gen.rewards.discriminator import Discriminator as DiscriminatorReward
+from rl4gen.rewards.discriminator import DiscriminatorOptions
 from rl4gen.rewards.image import as_image_batch
 
 
@@ -124,16 +126,18 @@ def train_gan(
 
 
 @register_reward("image_discriminator")
-class ImageDiscriminatorReward:
-    """A discriminator as a learned reward: ``log D(x)`` (the non-saturating realism score,
-    ``-softplus(-logit)``), or ``logit`` with ``score="logit"``.
+class ImageDiscriminatorReward(DiscriminatorReward):
+    """A discriminator over digit images as a learned reward: ``log D(x)`` (the non-saturating
+    realism score), or the logit with ``score="logit"``.
 
-    After each policy step the trainer calls :meth:`update` with the rollout; the reward then takes
-    ``disc_steps`` Adam steps on real training digits against the rollout's samples and logs
-    ``discriminator/acc_real``, ``discriminator/acc_fake`` and ``discriminator/loss``
-    (in :attr:`metrics`). ``init_from`` names a folder holding ``discriminator.safetensors``
-    (a plain GAN's) to start from. ``instance_noise`` adds Gaussian noise of that std to the real images, so
-    that the pixel noise of a Gaussian-output generator is not a giveaway (Sønderby et al., 2017).
+    The generic :class:`~rl4gen.rewards.discriminator.Discriminator` reward with the digits as its
+    real data: after each policy step the trainer calls :meth:`update` with the rollout, and the
+    reward takes ``disc_steps`` Adam steps (betas 0.5, 0.999) on ``batch_size`` real training
+    digits against as many of the rollout's samples, logging ``discriminator/acc_real``,
+    ``discriminator/acc_fake`` and ``discriminator/loss``. ``init_from`` names a folder holding
+    ``discriminator.safetensors`` (a plain GAN's) to start from. ``instance_noise`` adds Gaussian
+    noise of that std to the real images, so that the pixel noise of a Gaussian-output generator
+    is not a giveaway (Sønderby et al., 2017).
     """
 
     def __init__(
@@ -152,51 +156,52 @@ class ImageDiscriminatorReward:
             raise ValueError(f"image_discriminator score must be 'log_d' or 'logit', got {score!r}.")
         from rl4gen.images.digits import load_digits
 
-        self.name = "image_discriminator"
         torch.manual_seed(seed)
-        self.discriminator = Discriminator(image_size, hidden)
+        options = DiscriminatorOptions(
+            learning_rate=learning_rate,
+            k_steps=disc_steps,
+            batch_size=batch_size,
+            betas=(0.5, 0.999),
+            output="log_prob" if score == "log_d" else "logit",
+        )
+        super().__init__(Discriminator(image_size, hidden), options, "image_discriminator", self._real_digits)
         self.init_from = init_from  # loaded at first use: the folder may be built after the reward
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=learning_rate, betas=(0.5, 0.999))
-        self.disc_steps = disc_steps
-        self.batch_size = batch_size
         self.instance_noise = instance_noise
-        self.score = score
         self.real = load_digits("train", image_size).images
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self.metrics: dict[str, float] = {}
+
+    @property
+    def discriminator(self) -> nn.Module:
+        """The network (a :class:`Discriminator` over images)."""
+        return self.net
 
     def _warm_start(self) -> None:
         if self.init_from is not None:  # e.g. the plain GAN's discriminator, with its generator
             from rl4gen.gan.vae import load_module
 
-            self.discriminator.load_state_dict(load_module(Discriminator, self.init_from, "discriminator").state_dict())
+            self.net.load_state_dict(load_module(Discriminator, self.init_from, "discriminator").state_dict())
             self.init_from = None
 
-    @torch.no_grad()
-    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
-        self._warm_start()
-        logits = self.discriminator(as_image_batch(samples))
-        return (logits if self.score == "logit" else -F.softplus(-logits)).tolist()
-
-    def real_batch(self, n: int) -> Tensor:
-        real = self.real[torch.randint(0, len(self.real), (n,), generator=self.generator)]
+    def _real_digits(self, generator: torch.Generator | None, n: int) -> Tensor:
+        real = self.real[torch.randint(0, len(self.real), (n,), generator=generator)]
         if self.instance_noise > 0:
-            real = real + self.instance_noise * torch.randn(real.shape, generator=self.generator)
+            real = real + self.instance_noise * torch.randn(real.shape, generator=generator)
         return real
 
-    def update(self, rollout: Any, real_batch: Tensor | None = None) -> dict[str, float]:
-        """``disc_steps`` discriminator steps: the rollout's samples against ``real_batch`` (or
-        fresh batches of training digits); returns (and keeps in :attr:`metrics`) the mean metrics."""
+    def encode(self, samples: Sequence[Any] | Tensor) -> Tensor:
+        return as_image_batch(samples).to(self.device)
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float | None]:
         self._warm_start()
-        fake = as_image_batch(rollout.samples)
-        sums: dict[str, float] = {}
-        for _ in range(self.disc_steps):
-            rows = torch.randint(0, len(fake), (min(self.batch_size, len(fake)),), generator=self.generator)
-            real = real_batch if real_batch is not None else self.real_batch(len(rows))
-            for key, value in discriminator_step(self.discriminator, self.optimizer, real, fake[rows]).items():
-                sums[key] = sums.get(key, 0.0) + value / self.disc_steps
-        self.metrics = sums
-        return sums
+        return super().__call__(samples, contexts, **info)
+
+    def update(
+        self, rollout: Any, real_batch: Sequence[Any] | Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """``disc_steps`` discriminator steps: the rollout's samples against ``real_batch`` (or
+        fresh training digits); returns (and keeps in ``last_metrics``) the mean metrics."""
+        self._warm_start()
+        return super().update(rollout, real_batch, generator=generator or self.generator)
 
 
 @register_reward("batch_novelty")

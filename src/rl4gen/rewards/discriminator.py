@@ -44,8 +44,11 @@ class DiscriminatorOptions(BaseModel):
     """Updates (calls of ``update``) the linear schedule spans."""
     weight_decay: float = Field(0.0, ge=0)
     """L2 weight decay of the discriminator's optimiser."""
-    output: Literal["prob", "log_prob"] = "prob"
-    """The reward: D(x) in [0, 1] (SeqGAN) or log D(x) (the non-saturating generator loss)."""
+    output: Literal["prob", "log_prob", "logit"] = "prob"
+    """The reward: D(x) in [0, 1] (SeqGAN), log D(x) (the non-saturating generator loss) or the
+    logit log D(x) - log(1 - D(x))."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's betas; GANs often use (0.5, 0.999) (Radford et al., 2016)."""
 
 
 class Discriminator:
@@ -71,7 +74,7 @@ class Discriminator:
         self.options = options or DiscriminatorOptions()
         self.name = name
         o = self.options
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=o.learning_rate, betas=o.betas, weight_decay=o.weight_decay)
         if o.lr_schedule == "linear":
             total = o.total_updates * max(o.k_steps, 1)
             self.scheduler: Any = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: max(0.0, 1.0 - s / total))
@@ -103,12 +106,14 @@ class Discriminator:
             return torch.sigmoid(self.logits(self.encode(samples))).float().cpu()
 
     def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float | None]:
-        if self.options.output == "log_prob":
+        if self.options.output == "prob":
+            values = self.probabilities(samples)
+        else:
             self.net.eval()
             with torch.no_grad():
-                values = nn.functional.logsigmoid(self.logits(self.encode(samples))).float().cpu()
-        else:
-            values = self.probabilities(samples)
+                values = self.logits(self.encode(samples)).float().cpu()
+            if self.options.output == "log_prob":
+                values = nn.functional.logsigmoid(values)
         return [float(v) for v in values]
 
     # ---------------------------------------------------------------- learning
