@@ -88,7 +88,9 @@ def test_inpainting_run_improves_restoration(tmp_path: Path, one_thread: None) -
     )
     trainer = Trainer(config, show_progress=False, log=lambda m: None)
     assert trainer.policy.conditioned  # the inpainting prior sees the visible pixels
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
     result = trainer.train()
+    assert all(not torch.equal(p, q) for p, q in zip(before, trainer.policy.trainable_parameters()) if p.numel() > 1)
     b, a = result.initial_eval, result.final_eval
     assert a["restoration_mse"] < b["restoration_mse"] - 0.03, (b["restoration_mse"], a["restoration_mse"])
     assert a["accuracy"] > b["accuracy"], (b["accuracy"], a["accuracy"])
