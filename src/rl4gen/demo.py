@@ -18,14 +18,14 @@ from rl4gen.trainer import Trainer
 
 
 def _config(task_name: str, output_dir: str, sets: list[str], extra: dict[str, Any] | None = None) -> TrainConfig:
-    task = get_task(task_name)
+    overrides = dict(extra or {})
+    for item in sets:
+        overrides = deep_merge(overrides, parse_set(item))
+    # the recipe may depend on task_args (e.g. the digits task's inpaint mode has its own rewards)
+    task = get_task(task_name, overrides.get("task_args"))
     data = task.default_config()
     data["output_dir"] = output_dir
-    if extra:
-        data = deep_merge(data, extra)
-    for item in sets:
-        data = deep_merge(data, parse_set(item))
-    return validate_config(data)
+    return validate_config(deep_merge(data, overrides))
 
 
 def _show_samples(policy: CausalLMPolicy, contexts: list[Any], greedy: bool = True) -> list[dict[str, Any]]:

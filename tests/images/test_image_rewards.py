@@ -96,3 +96,18 @@ def test_image_votes_name_the_bad_line(tmp_path) -> None:
         load_image_votes(votes)
     with pytest.raises(ConfigError, match="not an image reward model folder"):
         build_reward("image_reward_model", path=str(tmp_path))
+
+
+def test_restoration_fidelity_scores_the_hidden_pixels_only() -> None:
+    reward = build_reward("restoration_fidelity")
+    target = torch.full((1, 8, 8), -1.0)
+    mask = torch.ones(1, 8, 8)
+    mask[:, :4] = 0.0  # the top half is hidden: 32 pixels
+    context = {"target": target, "known_mask": mask}
+    perfect, wrong_visible, wrong_hidden = target.clone(), target.clone(), target.clone()
+    wrong_visible[:, 4:] = 1.0  # errors where the pixels are known do not count
+    wrong_hidden[:, :2] = 1.0  # 16 of the 32 hidden pixels off by 2: mean error 2.0
+    scores = reward([perfect, wrong_visible, wrong_hidden], [context] * 3)
+    assert scores == [0.0, 0.0, -2.0]
+    with pytest.raises(ValueError, match="restoration_fidelity.*'target'"):
+        reward([perfect], [{"label": 3}])

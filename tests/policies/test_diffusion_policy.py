@@ -113,3 +113,57 @@ def test_save_and_load_round_trip(tmp_path: Path, one_thread: None) -> None:
     assert torch.equal(a.logprobs, b.logprobs)
     with pytest.raises(ConfigError, match="not a diffusion model folder"):
         DiffusionPolicy.from_pretrained(tmp_path)
+
+
+def test_inpainting_prior_sees_the_visible_pixels(one_thread: None) -> None:
+    from dataclasses import replace
+
+    from rl4gen.models.diffusion import inpaint_condition, random_masks
+
+    torch.manual_seed(0)
+    spec = replace(SPEC, inpaint=True)
+    policy = DiffusionPolicy(build_unet(spec), build_scheduler(spec), SamplerConfig(num_inference_steps=4))
+    assert policy.conditioned and policy.model.config.in_channels == 3
+    known_mask = torch.ones(1, 8, 8)
+    known_mask[:, 4:] = 0.0  # the bottom half is hidden
+    ctx = {"known": torch.rand(1, 8, 8) * 2 - 1, "known_mask": known_mask}
+    rollout = policy.sample([ctx], 2, generator=torch.Generator().manual_seed(0))
+    ratio = torch.exp(policy.log_probs(rollout) - rollout.logprobs)
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5)
+    # other visible pixels -> other restorations from the same noise: the UNet reads them
+    other = policy.sample([ctx | {"known": -ctx["known"]}], 2, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(torch.stack(other.samples)[:, :, 4:], torch.stack(rollout.samples)[:, :, 4:])
+    assert policy.sample([{"label": None}], 1).samples[0].shape == (1, 8, 8)  # empty mask: a new digit
+    cond = inpaint_condition(torch.ones(2, 1, 8, 8), random_masks(2, 8, torch.Generator().manual_seed(0)))
+    assert cond.shape == (2, 2, 8, 8) and torch.equal(cond[:, 0], cond[:, 1])
+
+
+def test_lora_trains_adapters_only_with_the_base_as_reference(tmp_path: Path, one_thread: None) -> None:
+    from rl4gen.config import LoraConfig
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(
+        build_unet(SPEC), build_scheduler(SPEC), SamplerConfig(num_inference_steps=3), use_reference=True, lora=LoraConfig(r=4)
+    )
+    assert policy.ref_model is None  # the base UNet, adapters disabled, is the reference
+    names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    assert any("conv1.lora_A" in n for n in names) and any("class_embedding.lora_embedding_A" in n for n in names)
+    rollout = policy.sample([{"label": 3}], 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for p in policy.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))  # as an optimizer step would
+    moved = policy.log_probs(rollout).detach()
+    assert not torch.allclose(moved, rollout.logprobs, atol=1e-4)
+    assert torch.allclose(policy.ref_log_probs(rollout), rollout.logprobs, atol=1e-5)  # the base
+    policy.save(tmp_path / "model")
+    assert (tmp_path / "model" / "adapter" / "adapter_config.json").is_file()
+    torch.manual_seed(0)  # the same base weights, fresh adapters
+    fresh = DiffusionPolicy(build_unet(SPEC), build_scheduler(SPEC), SamplerConfig(num_inference_steps=3), lora=LoraConfig(r=4))
+    assert torch.allclose(fresh.log_probs(rollout).detach(), rollout.logprobs, atol=1e-5)
+    fresh.load_weights(tmp_path / "model")  # resume: the adapters come back
+    assert torch.allclose(fresh.log_probs(rollout).detach(), moved, atol=1e-5)
+    merged = DiffusionPolicy.from_pretrained(tmp_path / "model", SamplerConfig(num_inference_steps=3))
+    assert torch.allclose(merged.log_probs(rollout).detach(), moved, atol=1e-4)  # unet/ holds the merged weights
+    with pytest.raises(ConfigError, match="target_modules"):
+        DiffusionPolicy(build_unet(SPEC), build_scheduler(SPEC), lora=LoraConfig(target_modules=["no_such_layer"]))

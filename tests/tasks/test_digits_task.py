@@ -75,15 +75,45 @@ def test_short_ddpo_run_raises_alignment(tmp_path: Path, one_thread: None) -> No
     assert (result.run_dir / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
 
 
-def test_inpainting_run_reports_restoration(tmp_path: Path, one_thread: None) -> None:
+def test_inpainting_run_improves_restoration(tmp_path: Path, one_thread: None) -> None:
+    # The recipe (inpainting prior, agreement + fidelity rewards) on the small prior: 20 steps of
+    # 64 samples at lr 3e-4 cut the hidden pixels' error 0.447 -> 0.374 / 0.346 / 0.379 / 0.405
+    # and raised accuracy 56% -> 62 / 60 / 59 / 57% on seeds 0 / 1 / 2 / 3 (docs/tasks/digits.md).
     from rl4gen.trainer import Trainer
 
-    recipe = get_task("digits", {"mode": "inpaint"}).default_config()["rewards"]  # agreement + realism
-    config = _config(tmp_path, task_args={"mode": "inpaint"}, rewards=recipe)
-    result = Trainer(config, show_progress=False, log=lambda m: None).train()
+    recipe = get_task("digits", {"mode": "inpaint"}).default_config()["rewards"]
+    config = _config(
+        tmp_path, task_args={"mode": "inpaint"}, rewards=recipe, max_steps=20, eval_steps=20, prompts_per_step=8,
+        eval_size=100, learning_rate=3e-4, seed=0,
+    )
+    trainer = Trainer(config, show_progress=False, log=lambda m: None)
+    assert trainer.policy.conditioned  # the inpainting prior sees the visible pixels
+    before = [p.detach().clone() for p in trainer.policy.trainable_parameters()]
+    result = trainer.train()
+    assert all(not torch.equal(p, q) for p, q in zip(before, trainer.policy.trainable_parameters()) if p.numel() > 1)
     b, a = result.initial_eval, result.final_eval
-    assert 0 < b["restoration_mse"] < 4 and 0 < a["restoration_mse"] < 4
-    assert b["restoration_mse"] != a["restoration_mse"]  # the trained policy restores differently
-    # Not asserted: that restoration improves. On this small prior 8-10 steps left accuracy and
-    # error flat (within +-2 points, either sign) at every setting tried; docs/tasks/digits.md.
-    assert all(h["rewards/digit_realism/mean"] < 0 for h in result.history)  # the recipe's realism term
+    assert a["restoration_mse"] < b["restoration_mse"] - 0.03, (b["restoration_mse"], a["restoration_mse"])
+    assert a["accuracy"] > b["accuracy"], (b["accuracy"], a["accuracy"])
+    assert {"rewards/digit_alignment/mean", "rewards/restoration_fidelity/mean"} <= set(result.history[0])
+
+
+def test_lora_run_trains_adapters_only_and_raises_alignment(tmp_path: Path, one_thread: None) -> None:
+    # LoRA (r 8, every conv/linear layer and the class embedding, 57k of the small UNet's
+    # parameters) needs a larger learning rate than full fine-tuning: at 3e-3, 8 steps raised
+    # held-out p(requested) 0.694 -> 0.829 on seed 0 (1e-3: 0.748).
+    from rl4gen.trainer import Trainer
+
+    config = _config(
+        tmp_path, max_steps=8, eval_steps=8, prompts_per_step=8, eval_size=100, learning_rate=3e-3, seed=0,
+        model={"lora": {"r": 8}}, save_steps=8,
+    )
+    trainer = Trainer(config, show_progress=False, log=lambda m: None)
+    params = dict(trainer.policy.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    result = trainer.train()
+    changed = {n for n, p in params.items() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)  # the base UNet is untouched
+    b, a = result.initial_eval, result.final_eval
+    assert a["p_requested"] > b["p_requested"] + 0.05, (b["p_requested"], a["p_requested"])
+    checkpoint = next((result.run_dir / "checkpoints").glob("*"))
+    assert (checkpoint / "model" / "adapter" / "adapter_model.safetensors").is_file()

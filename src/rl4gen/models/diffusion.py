@@ -5,6 +5,11 @@ diffusers format (``unet/`` and ``scheduler/`` folders) so ``from_pretrained`` l
 Class ``10`` is the null class ("any digit"): 10% of the training labels are replaced by it, as in
 classifier-free guidance training, so the same network also samples without a label (the
 inpainting task uses it, since the hidden digit is unknown).
+
+An *inpainting prior* (``spec.inpaint``) also sees the damaged image, as Stable Diffusion's
+inpainting model does: two extra input channels hold the visible pixels (0 where hidden) and the
+visibility mask, and it is pretrained on random holes (:func:`random_masks`: halves, boxes, and
+10% fully hidden images, which teach it to generate from nothing). See :func:`inpaint_condition`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,35 @@ from torch import Tensor
 
 NULL_CLASS = 10
 NUM_CLASS_EMBEDS = 11
+CONDITION_CHANNELS = 2  # an inpainting prior's extra inputs: visible pixels, visibility mask
+
+
+def inpaint_condition(known: Tensor, known_mask: Tensor) -> Tensor:  # (B, 2, H, W)
+    """The extra input of an inpainting prior: the visible pixels (0 where hidden) and the mask
+    (1 where visible), both ``(B, 1, H, W)``. A mask of zeros asks for a whole new digit."""
+    return torch.cat([known * known_mask, known_mask], dim=1)
+
+
+def random_masks(n: int, size: int, generator: torch.Generator) -> Tensor:  # (n, 1, size, size), 1 = visible
+    """Pretraining holes of an inpainting prior: a random half (40%), a random box of side 2 to
+    ``size - 2`` (50%), or the whole image (10%)."""
+    mask = torch.ones(n, 1, size, size)
+    kind = torch.rand(n, generator=generator)
+    sides = torch.randint(0, 4, (n,), generator=generator).tolist()
+    boxes = torch.randint(2, max(3, size - 1), (n,), generator=generator).tolist()
+    corners = torch.rand(n, 2, generator=generator)
+    h = size // 2
+    for i in range(n):
+        if kind[i] < 0.1:
+            mask[i] = 0.0
+        elif kind[i] < 0.5:
+            region = [(slice(0, h), slice(None)), (slice(h, None), slice(None)), (slice(None), slice(0, h)), (slice(None), slice(h, None))][sides[i]]
+            mask[i, 0][region] = 0.0
+        else:
+            b = boxes[i]
+            y, x = (corners[i] * (size - b + 1)).long().tolist()
+            mask[i, 0, y : y + b, x : x + b] = 0.0
+    return mask
 
 
 @dataclass(frozen=True)
@@ -36,6 +70,8 @@ class DiffusionPriorSpec:
     learning_rate: float = 2e-3
     label_dropout: float = 0.1
     seed: int = 0
+    inpaint: bool = False
+    """Condition on a damaged image (two extra input channels; pretrained on random holes)."""
 
 
 def build_unet(spec: DiffusionPriorSpec) -> Any:
@@ -45,7 +81,7 @@ def build_unet(spec: DiffusionPriorSpec) -> Any:
     levels = len(spec.channels)
     return UNet2DModel(
         sample_size=spec.image_size,
-        in_channels=1,
+        in_channels=1 + CONDITION_CHANNELS * spec.inpaint,
         out_channels=1,
         block_out_channels=tuple(spec.channels),
         layers_per_block=spec.layers_per_block,
@@ -73,13 +109,20 @@ def build_scheduler(spec: DiffusionPriorSpec) -> Any:
 
 
 def ddpm_loss(unet: Any, images: Tensor, labels: Tensor, alphas_cumprod: Tensor, generator: torch.Generator) -> Tensor:
-    """The DDPM objective: MSE between the true noise and the UNet's prediction at a random t."""
+    """The DDPM objective: MSE between the true noise and the UNet's prediction at a random t
+    (an inpainting prior gets random holes and is scored on the hidden pixels only)."""
     n = images.shape[0]
     t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator)
     noise = torch.randn(images.shape, generator=generator)
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = a.sqrt() * images + (1 - a).sqrt() * noise
-    return F.mse_loss(unet(noisy, t, class_labels=labels).sample, noise)
+    if unet.config.in_channels == 1:
+        return F.mse_loss(unet(noisy, t, class_labels=labels).sample, noise)
+    known_mask = random_masks(n, images.shape[-1], generator)
+    inputs = torch.cat([noisy, inpaint_condition(images, known_mask)], dim=1)
+    hidden = 1 - known_mask
+    err = (unet(inputs, t, class_labels=labels).sample - noise) ** 2
+    return (err * hidden).sum() / hidden.sum().clamp(min=1.0)
 
 
 def pretrain_diffusion(

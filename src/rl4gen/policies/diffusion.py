@@ -19,6 +19,15 @@ Rollout layout (``B`` samples, ``T`` steps, images ``(1, H, W)``):
 Inpainting: a context with ``"known"`` (a ``(1, H, W)`` image) and ``"known_mask"`` (1 where
 visible) re-imposes the visible pixels, noised to the step's level, after every step; the
 log-density then counts the hidden pixels only (the visible ones are not the policy's choice).
+An inpainting prior (a UNet with extra input channels, :func:`rl4gen.models.diffusion.inpaint_condition`)
+also sees the clean visible pixels and the mask at every step; for a context without ``"known"``
+it gets an empty mask (a whole new digit).
+
+LoRA (``lora``, the shared :class:`rl4gen.config.LoraConfig`): peft adapters on the UNet's
+layers (``target_modules: all-linear`` means every convolution, linear layer and the class
+embedding, :data:`UNET_LORA_TYPES`; or a list of module names such as ``[conv1, conv2]``); only the
+adapters train, the KL reference is the base UNet (adapters disabled, no copy), and :meth:`save`
+writes the adapters (``adapter/``) beside the merged UNet (``unet/``, loadable as a prior).
 
 Two NaN traps are refused at construction with a clear error: ``eta = 0`` (the step is
 deterministic, its density is a point mass) and a schedule whose last step has zero variance
@@ -28,9 +37,10 @@ deterministic, its density is a point mass) and a schedule whose last step has z
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +48,37 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rl4gen.config import ConfigError
+from rl4gen.config import ConfigError, LoraConfig
 from rl4gen.core.diffusion import ddim_sigma, ddim_step_mean, gaussian_entropy, gaussian_logprob
 from rl4gen.core.rollout import Rollout
-from rl4gen.models.diffusion import NULL_CLASS, load_diffusion_prior
+from rl4gen.models.diffusion import NULL_CLASS, inpaint_condition, load_diffusion_prior
 
 SAMPLER_FILE = "sampler.json"
+ADAPTER_DIR = "adapter"
+#: The layer types ``target_modules: all-linear`` adapts in a UNet (its analogue of a
+#: transformer's linear layers).
+UNET_LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Embedding)
+
+
+def unet_lora_targets(unet: nn.Module, target_modules: list[str] | str) -> list[str] | str:
+    """``all-linear`` expanded to every convolution, linear layer and embedding of ``unet``
+    (peft's own ``all-linear`` would skip the convolutions); a list is passed on unchanged."""
+    if target_modules != "all-linear":
+        return target_modules
+    return [name for name, module in unet.named_modules() if isinstance(module, UNET_LORA_TYPES)]
+
+
+def add_unet_lora(unet: nn.Module, lora: LoraConfig) -> nn.Module:
+    """``unet`` wrapped by peft with LoRA adapters (base weights frozen)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = unet_lora_targets(unet, lora.target_modules)
+    config = PeftLoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=targets)
+    try:
+        return get_peft_model(unet, config)
+    except ValueError as exc:
+        raise ConfigError(f"model.lora.target_modules {lora.target_modules!r} does not fit the UNet: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -68,7 +103,14 @@ class SamplerConfig:
 class DiffusionPolicy:
     """A class-conditional UNet + DDIM sampler as a policy (see the module docstring)."""
 
-    def __init__(self, unet: nn.Module, scheduler: Any, sampler: SamplerConfig | None = None, use_reference: bool = False) -> None:
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler: Any,
+        sampler: SamplerConfig | None = None,
+        use_reference: bool = False,
+        lora: LoraConfig | None = None,
+    ) -> None:
         self.sampler = sampler or SamplerConfig()
         s = self.sampler
         if s.eta <= 0:
@@ -83,12 +125,16 @@ class DiffusionPolicy:
                 f"skip_last_steps must be in [0, num_inference_steps) = [0, {s.num_inference_steps}), "
                 f"got {s.skip_last_steps}: at least one step must be trained."
             )
+        self.is_lora = lora is not None
+        if lora is not None:
+            unet = add_unet_lora(unet, lora)
         self.model: Any = unet
         self.train_model: nn.Module = unet
         self.model.eval()  # no dropout in the tiny UNet; sampling and re-scoring must agree
         self.scheduler = scheduler
         self.ref_model: nn.Module | None = None
-        if use_reference:
+        self.use_reference = use_reference
+        if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(unet).eval()
             self.ref_model.requires_grad_(False)
         self.source: str | None = None
@@ -124,24 +170,40 @@ class DiffusionPolicy:
     # ---------------------------------------------------------------- construction and I/O
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, sampler: SamplerConfig | None = None, *, use_reference: bool = False) -> DiffusionPolicy:
-        """Load ``unet/`` and ``scheduler/`` (diffusers format) from a local folder."""
+    def from_pretrained(
+        cls, path: str | Path, sampler: SamplerConfig | None = None, *, use_reference: bool = False, lora: LoraConfig | None = None
+    ) -> DiffusionPolicy:
+        """Load ``unet/`` and ``scheduler/`` (diffusers format) from a local folder; with ``lora``,
+        fresh adapters go on top of that UNet."""
         unet, scheduler = load_diffusion_prior(path)
-        policy = cls(unet, scheduler, sampler, use_reference=use_reference)
+        policy = cls(unet, scheduler, sampler, use_reference=use_reference, lora=lora)
         policy.source = str(path)
         return policy
 
     def save(self, directory: str | Path) -> None:
-        """Write ``unet/`` (safetensors), ``scheduler/`` and the sampler settings."""
+        """Write ``unet/`` (safetensors), ``scheduler/`` and the sampler settings; with LoRA also
+        ``adapter/`` (the adapters alone) while ``unet/`` holds the merged weights."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(directory / "unet"), safe_serialization=True)
+        if self.is_lora:
+            self.model.save_pretrained(str(directory / ADAPTER_DIR))
+            merged = copy.deepcopy(self.model).merge_and_unload()
+            merged.save_pretrained(str(directory / "unet"), safe_serialization=True)
+        else:
+            self.model.save_pretrained(str(directory / "unet"), safe_serialization=True)
         self.scheduler.save_pretrained(str(directory / "scheduler"))
         (directory / SAMPLER_FILE).write_text(json.dumps(asdict(self.sampler), indent=2))
 
     def load_weights(self, directory: str | Path) -> None:
-        """Load UNet weights written by :meth:`save` (the reference stays)."""
+        """Load UNet weights written by :meth:`save` (the reference stays; with LoRA, the
+        adapters)."""
         from safetensors.torch import load_file
+
+        if self.is_lora:
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, load_peft_weights(str(Path(directory) / ADAPTER_DIR)))
+            return
 
         state = load_file(str(Path(directory) / "unet" / "diffusion_pytorch_model.safetensors"))
         self.model.load_state_dict(state)
@@ -187,9 +249,23 @@ class DiffusionPolicy:
         known = torch.stack(knowns).to(device) if inpaint else None
         return torch.tensor(labels, device=device), torch.stack(holes).to(device), known
 
-    def _mean(self, model: nn.Module, latents: Tensor, steps: Tensor, labels: Tensor) -> Tensor:
-        """DDIM step means for latents ``(N, 1, H, W)`` at step indices ``steps`` ``(N,)``."""
-        eps = model(latents, self.timesteps.to(latents.device)[steps], class_labels=labels).sample
+    @property
+    def conditioned(self) -> bool:
+        """Whether the UNet is an inpainting prior (sees the visible pixels and the mask)."""
+        return int(self.model.config.in_channels) > 1
+
+    def _condition(self, hole: Tensor, known: Tensor | None) -> Tensor | None:  # (B, 2, H, W) or None
+        if not self.conditioned:
+            return None
+        if known is None:
+            return torch.zeros((hole.shape[0], 2, *hole.shape[2:]), device=hole.device)
+        return inpaint_condition(known, 1 - hole)
+
+    def _mean(self, model: nn.Module, latents: Tensor, steps: Tensor, labels: Tensor, condition: Tensor | None = None) -> Tensor:
+        """DDIM step means for latents ``(N, 1, H, W)`` at step indices ``steps`` ``(N,)``
+        (``condition`` ``(N, 2, H, W)``: an inpainting prior's extra input)."""
+        inputs = latents if condition is None else torch.cat([latents, condition], dim=1)
+        eps = model(inputs, self.timesteps.to(latents.device)[steps], class_labels=labels).sample
         dev = latents.device
         return ddim_step_mean(
             latents, eps, self.alpha_t.to(dev)[steps], self.alpha_prev.to(dev)[steps], self.sigma.to(dev)[steps],
@@ -202,6 +278,7 @@ class DiffusionPolicy:
         rows = [ctx for ctx in contexts for _ in range(num_samples)]
         group_ids = torch.arange(len(contexts)).repeat_interleave(num_samples)
         labels, hole, known = self._conditions(rows)
+        condition = self._condition(hole, known)
         b, size, t_steps, dev = len(rows), self.image_size, len(self.timesteps), self.device
 
         def noise() -> Tensor:
@@ -211,7 +288,7 @@ class DiffusionPolicy:
         latents, logprobs = [x], []
         for i in range(t_steps):
             steps = torch.full((b,), i, device=dev, dtype=torch.long)
-            mean = self._mean(self.model, x, steps, labels)
+            mean = self._mean(self.model, x, steps, labels, condition)
             sigma = self.sigma[i].to(dev)
             x_prev = mean + sigma * noise()
             if known is not None:  # re-impose the visible pixels at the next step's noise level
@@ -261,10 +338,11 @@ class DiffusionPolicy:
         rows, steps = rollout.mask.nonzero(as_tuple=True)  # (M,), (M,)
         latents = rollout.extras["latents"]
         labels, hole = rollout.extras["labels"], rollout.extras["hole"]
+        condition = self._condition(hole, rollout.extras.get("known"))
         parts = []
         for r, s in zip(rows.split(self.sampler.batch_size), steps.split(self.sampler.batch_size)):
             x_t, x_prev = latents[r, s], latents[r, s + 1]  # (N, 1, H, W) each
-            mean = self._mean(model, x_t, s, labels[r])
+            mean = self._mean(model, x_t, s, labels[r], None if condition is None else condition[r])
             parts.append(gaussian_logprob(x_prev, mean, self.sigma.to(x_t.device)[s], hole[r]))
         out = rollout.logprobs.detach().clone()
         if not parts:
@@ -275,12 +353,22 @@ class DiffusionPolicy:
         """Log-densities of the rollout's trained steps under the current UNet, with gradients."""
         return self._step_logprobs(self.train_model, rollout)
 
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[nn.Module]:
+        if self.ref_model is not None:
+            yield self.ref_model
+        elif self.is_lora and self.use_reference:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            raise RuntimeError("this DiffusionPolicy was built without a reference (use_reference=False).")
+
     @torch.no_grad()
     def ref_log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
-        """The same under the frozen prior (the KL regulariser's reference)."""
-        if self.ref_model is None:
-            raise RuntimeError("this DiffusionPolicy was built without a reference (use_reference=False).")
-        return self._step_logprobs(self.ref_model, rollout)
+        """The same under the frozen prior (the KL regulariser's reference; the base UNet with
+        its adapters disabled under LoRA)."""
+        with self._reference() as ref:
+            return self._step_logprobs(ref, rollout)
 
 
 __all__ = ["DiffusionPolicy", "SamplerConfig"]

@@ -7,6 +7,9 @@ where a reward needs one.
 - ``digit_realism``: how much an image looks like a real scan to the classifier: minus the squared
   Mahalanobis distance of its features to a Gaussian fitted on the training scans' features, per
   feature (a per-image analogue of the Fréchet distance; about -1 for a real digit).
+- ``restoration_fidelity``: minus the mean squared error of a restoration's hidden pixels against
+  the true image (contexts with ``"target"`` and ``"known_mask"``, as the digits inpainting task
+  gives on its training split).
 - ``image_style``: a measurable style (``stroke_weight``, ``symmetry``, ``contrast``; see
   :mod:`rl4gen.images.styles`), either the measure itself or ``-|measure - target|``. Mix it with
   ``digit_alignment`` so the digit stays legible.
@@ -108,6 +111,31 @@ class DigitRealismReward:
         centred = load_digit_classifier().embed(as_image_batch(samples)) - mean
         distance = ((centred @ precision) * centred).sum(1) / len(mean)
         return (-distance).clamp_min(self.floor).tolist()
+
+
+@register_reward("restoration_fidelity")
+class RestorationFidelityReward:
+    """Restoration: ``-mean((image - target)^2)`` over the hidden pixels (``1 - known_mask``), in
+    ``[-1, 1]`` pixel units (0 for a perfect fill, -4 at worst); the pixel-level counterpart of
+    ``digit_alignment``'s agreement with the true digit."""
+
+    def __init__(self) -> None:
+        self.name = "restoration_fidelity"
+
+    def __call__(self, samples: Sequence[Any], contexts: Sequence[Any], **info: Any) -> list[float]:
+        images = as_image_batch(samples)
+        targets, hidden = [], []
+        for i, c in enumerate(contexts):
+            if not isinstance(c, Mapping) or "target" not in c or "known_mask" not in c:
+                raise ValueError(
+                    f"reward 'restoration_fidelity' needs the true image: context {i} lacks 'target' or "
+                    "'known_mask' (use it with the digits task's inpaint mode)."
+                )
+            targets.append(torch.as_tensor(c["target"], dtype=torch.float32).reshape(images.shape[1:]))
+            hidden.append(1 - torch.as_tensor(c["known_mask"], dtype=torch.float32).reshape(images.shape[1:]))
+        target, hole = torch.stack(targets), torch.stack(hidden)
+        error = ((images - target) ** 2 * hole).flatten(1).sum(1) / hole.flatten(1).sum(1).clamp(min=1.0)
+        return (-error).tolist()
 
 
 @register_reward("image_style")

@@ -11,7 +11,9 @@ Two modes (``task_args.mode``):
   alignment, p(d | image) under the locally trained classifier (the analogue of a CLIP score).
 - ``inpaint``: a context holds a digit with part of it hidden (``hole``: a square box or one
   half); the policy fills the hidden pixels, the visible ones re-imposed at every step. The recipe
-  rewards the classifier's agreement with the true digit. Evaluation reports the error on the
+  rewards the classifier's agreement with the true digit and the fidelity of the hidden pixels
+  (``restoration_fidelity``); by default the prior is an inpainting prior that sees the visible
+  pixels and the mask (``inpaint_prior``). Evaluation reports the error on the
   hidden pixels and the classifier's accuracy on the restored digits.
 
 Evaluation (``eval/...``) always uses the held-out split (never seen in pretraining) and a fixed
@@ -63,6 +65,10 @@ class DigitsOptions(BaseModel):
     """Inpainting: hide a random box, or a random half (top, bottom, left or right)."""
     box_size: int = Field(4, ge=1)
     """Inpainting: side of the hidden box in pixels (with ``hole: box``)."""
+    inpaint_prior: bool = True
+    """Inpainting: a prior that sees the visible pixels and the mask (two extra UNet inputs,
+    pretrained on random holes), as Stable Diffusion's inpainting model; False samples the
+    hole with the unconditional prior (visible pixels only re-imposed)."""
 
 
 class DigitsTask(Task):
@@ -136,12 +142,11 @@ class DigitsTask(Task):
         return SamplerConfig(num_inference_steps=o.num_inference_steps, eta=o.eta, timestep_fraction=o.timestep_fraction, skip_last_steps=o.skip_last_steps)
 
     def load_policy(self, model_path: str, config: Any, use_reference: bool) -> Any:
-        """A :class:`~rl4gen.policies.diffusion.DiffusionPolicy` (full fine-tuning of the UNet)."""
+        """A :class:`~rl4gen.policies.diffusion.DiffusionPolicy`: full fine-tuning of the UNet, or
+        LoRA adapters with ``model.lora``."""
         from rl4gen.policies.diffusion import DiffusionPolicy
 
-        if config.model.lora is not None:
-            raise ConfigError("the digits task fine-tunes the whole (650k-parameter) UNet: remove model.lora.")
-        return DiffusionPolicy.from_pretrained(model_path, self.sampler(), use_reference=use_reference)
+        return DiffusionPolicy.from_pretrained(model_path, self.sampler(), use_reference=use_reference, lora=config.model.lora)
 
     def generate(self, policy: Any, contexts: list[dict[str, Any]], seed: int = EVAL_SEED) -> Tensor:
         """One image per context from ``policy`` with a fixed seed (the same noise for every policy)."""
@@ -181,10 +186,10 @@ class DigitsTask(Task):
                 "loss_type": "grpo",
             },
             "rewards": [{"type": "digit_alignment", "weight": 1.0}]
-            + ([{"type": "digit_realism", "weight": 0.5}] if inpaint else []),
-            "max_steps": 40 if inpaint else 20,
+            + ([{"type": "restoration_fidelity", "weight": 1.0}] if inpaint else []),
+            "max_steps": 30 if inpaint else 20,
             "prompts_per_step": 16,
-            "learning_rate": 5e-5,
+            "learning_rate": 1e-4 if inpaint else 5e-5,
             "lr_scheduler_type": "constant",
             "max_grad_norm": 1.0,
             "eval_steps": 20,
@@ -199,7 +204,10 @@ class DigitsTask(Task):
         from rl4gen.models.diffusion import DiffusionPriorSpec
 
         o = self.options
+        conditioned = o.mode == "inpaint" and o.inpaint_prior
         return DiffusionPriorSpec(
+            inpaint=conditioned,
+            label_dropout=1.0 if conditioned else 0.1,  # inpainting never knows the digit
             image_size=o.image_size,
             channels=tuple(o.channels),
             layers_per_block=o.layers_per_block,
@@ -211,7 +219,10 @@ class DigitsTask(Task):
     def pretrain_settings(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"task": self.name, "version": 1, **asdict(self.spec())}
+        settings = {"task": self.name, "version": 1, **asdict(self.spec())}
+        if not settings["inpaint"]:  # the generation prior's cache key predates the option
+            del settings["inpaint"]
+        return settings
 
     def build_prior(self, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         from rl4gen.models.diffusion import pretrain_diffusion
