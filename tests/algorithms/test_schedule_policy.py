@@ -51,7 +51,11 @@ def test_reinforce_finds_a_schedule_better_than_uniform_spacing(one_thread: None
     # On the small test prior, 3 steps: the learned schedule's quality (p(requested) + 0.1 x
     # realism, 100 held-out samples) was 0.541 / 0.507 / 0.597 on seeds 0 / 1 / 2 against
     # uniform spacing's 0.334, and the training reward rose on each (docs/tasks/digits.md).
-    from rl4gen.algorithms.schedule_policy import ScheduleSearchConfig, evaluate_schedule, train_schedule_policy
+    from rl4gen.algorithms.schedule_policy import (
+        ScheduleSearchConfig,
+        evaluate_schedule,
+        train_schedule_policy,
+    )
     from rl4gen.models.diffusion import load_diffusion_prior
     from rl4gen.tasks import get_task
 

@@ -164,8 +164,8 @@ def train_schedule_policy(unet: Any, scheduler: Any, config: ScheduleSearchConfi
 
 
 __all__ = [
-    "ScheduleSearchConfig",
     "SchedulePolicy",
+    "ScheduleSearchConfig",
     "ddim_sample",
     "evaluate_schedule",
     "schedule_quality",
