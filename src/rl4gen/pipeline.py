@@ -92,7 +92,7 @@ class PipelineConfig(Strict):
     """Folder under which the pipeline's run folder is created."""
     run_name: str | None = None
     """Run folder name; null = {task}__pipeline__{seed}__{timestamp}."""
-    methods: list[Method] = Field(default_factory=lambda: ["ppo", "grpo", "dpo"], min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: list[Method](["ppo", "grpo", "dpo"]), min_length=1)
     """Methods to run and compare, in this order."""
     prefs: PrefsStage = Field(default_factory=PrefsStage)
     heldout_judge: HeldOutJudge = Field(default_factory=HeldOutJudge)
@@ -342,6 +342,7 @@ def run_pipeline(
         log(f"pipeline: {method}")
         t0 = time.perf_counter()
         if method == "dpo":
+            assert stages.dpo is not None  # built by the stages when 'dpo' is a method
             result_dir = train_dpo(stages.dpo, show_progress=show_progress, log=log).run_dir
             policy = CausalLMPolicy.from_pretrained(result_dir / "model", generation)
             policy.model.to(device)

@@ -79,7 +79,8 @@ class SchedulePolicy(nn.Module):
         return total
 
     def schedule(self, choice: Tensor) -> Tensor:  # (K,) timesteps, decreasing
-        return self.timesteps[choice].sort(descending=True).values
+        timesteps: Tensor = self.timesteps  # type: ignore[assignment]  # a registered buffer
+        return timesteps[choice].sort(descending=True).values
 
     def most_likely(self) -> Tensor:  # (K,)
         """The K candidates with the largest logits (the mode of the Plackett–Luce distribution)."""
@@ -116,9 +117,9 @@ def schedule_quality(images: Tensor, labels: Tensor, realism_weight: float) -> f
     from rl4gen.rewards.image import DigitAlignmentReward, DigitRealismReward
 
     contexts = [{"label": int(d)} for d in labels]
-    score = torch.tensor(DigitAlignmentReward()(images, contexts)).mean()
+    score = torch.tensor(DigitAlignmentReward()(list(images), contexts)).mean()
     if realism_weight:
-        score = score + realism_weight * torch.tensor(DigitRealismReward()(images, contexts)).mean()
+        score = score + realism_weight * torch.tensor(DigitRealismReward()(list(images), contexts)).mean()
     return float(score)
 
 

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from rl4gen.config import ConfigError
 
@@ -183,7 +183,7 @@ def _load(path: str | Path, parse: Callable[[dict[str, Any]], T], kind: str, ski
                     raise _LineError(f"not valid JSON ({exc.msg})", "write one JSON object per line") from None
                 if not isinstance(obj, dict):
                     raise _LineError(f"not a JSON object but {type(obj).__name__}", f"write one {kind} object per line")
-                rows.append(dataclasses.replace(parse(obj), line=number))
+                rows.append(dataclasses.replace(cast(Any, parse(obj)), line=number))
             except _LineError as exc:
                 message = f"{p}:{number}: {exc.what}; {exc.fix}."
                 if not skip_invalid:

@@ -38,7 +38,7 @@ def load_png(path: str | Path, size: int | None = None) -> Tensor:
     with Image.open(path) as img:
         grey = img.convert("L")
         if size is not None and grey.size != (size, size):
-            grey = grey.resize((size, size), Image.BILINEAR)
+            grey = grey.resize((size, size), Image.Resampling.BILINEAR)
         return from_uint8(np.array(grey))
 
 

@@ -78,7 +78,7 @@ def run_digits_demo(config: Any, *, show_progress: bool, console: Console, log: 
     rl_seconds = time.perf_counter() - rl_start
     counter.close()
     after = grid_images(task, trainer.policy, shown)
-    if inpaint:  # show the damaged inputs and the true digits too
+    if inpaint and shown is not None:  # show the damaged inputs and the true digits too
         damaged = torch.stack([c["known"] for c in shown])
         truth = torch.stack([c["target"] for c in shown])
         before, after = torch.cat([damaged, before]), torch.cat([truth, after])

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, TextIO
 
 import gymnasium as gym
 import numpy as np
@@ -195,7 +195,7 @@ def egocentric(planes: np.ndarray, player: Cell) -> np.ndarray:
 
 
 def plan(
-    problem: str, level: np.ndarray, state: _State | None = None, max_states: int = 200_000
+    problem: str, level: np.ndarray | _Layout, state: _State | None = None, max_states: int = 200_000
 ) -> list[int] | None:
     """The shortest action sequence that wins ``level`` from ``state`` (default its start), by BFS
     over states (zelda: position and key; sokoban: position and crates, exhaustive up to
@@ -325,7 +325,7 @@ class PlayEnv(gym.Env):
         width, height: level size (default the problem's, 11×7 and 5×5).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}  # noqa: RUF012 (gymnasium declares it per instance)
 
     def __init__(
         self,
@@ -526,6 +526,7 @@ def replay(
         if terminated:
             break
     shape = env.observation_space.shape
+    assert shape is not None
     return np.array(observations, dtype=np.uint8).reshape(-1, *shape), np.array(
         actions, dtype=np.int64
     )

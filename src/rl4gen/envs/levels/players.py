@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,9 @@ def make_player(
 ) -> PlayerModel:
     """An untrained player for ``problem``'s play environment."""
     env = PlayEnv(problem, levels=[_blank(problem, width, height)], observation=observation)
-    return PlayerModel(problem, env.observation_space.shape, observation, features_dim)
+    shape = env.observation_space.shape
+    assert shape is not None
+    return PlayerModel(problem, shape, observation, features_dim)
 
 
 def _blank(problem: str, width: int | None, height: int | None) -> np.ndarray:
@@ -371,6 +373,11 @@ def finetune(
 # ---------------------------------------------------------------------------- playtesting
 
 
+
+def _random_mover(rng: np.random.Generator) -> Callable[[Any, Any], int]:
+    """A player that moves uniformly at random with ``rng``."""
+    return lambda _env, _obs: int(rng.integers(4))
+
 def playtest(
     levels: Sequence[np.ndarray],
     player: PlayerModel | ScriptedPlayer | str,
@@ -418,9 +425,7 @@ def playtest(
             for i in playable:
                 env = PlayEnv(problem, levels=[levels[i]])
                 if player == "random":
-                    actions, outcome = play_episode(
-                        env, lambda _e, _o, rng=rng: int(rng.integers(4))
-                    )
+                    actions, outcome = play_episode(env, _random_mover(rng))
                 else:
                     player._plan = []  # type: ignore[union-attr]
                     actions, outcome = play_episode(env, lambda en, _o: player.act(en))  # type: ignore[union-attr]
