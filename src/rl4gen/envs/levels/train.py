@@ -66,6 +66,8 @@ class LevelsTrainConfig(Strict):
     from a fully convolutional net over one flat (tile, cell) action, PCGRL's wide agent."""
     channels: int = Field(32, ge=1)
     """Width of the fully convolutional net (policy fullyconv)."""
+    mask_noop: bool = True
+    """Policy fullyconv: never write the tile a cell already has (a no-op step)."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -219,7 +221,7 @@ def train_levels(
     if resume:
         model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
     elif cfg.policy == "fullyconv":
-        model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs={"channels": cfg.channels},
+        model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs={"channels": cfg.channels, "mask_noop": cfg.mask_noop},
                      verbose=0, **cfg.algorithm_args)
     else:
         policy_kwargs = {
