@@ -79,7 +79,7 @@ class _CellLogits(nn.Module):
         self.channels, self.shape, self.mask_noop = channels, (channels + tiles, height, width), mask_noop
         self.conv = nn.Conv2d(channels, tiles, 1)
         nn.init.orthogonal_(self.conv.weight, gain=0.01)  # SB3's policy-head gain: a near-uniform start
-        nn.init.zeros_(self.conv.bias)
+        nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         cells = latent.view(-1, *self.shape)
@@ -124,5 +124,5 @@ class FullyConvPolicy(ActorCriticPolicy):
         super()._build(lr_schedule)  # SB3's linear heads, replaced by the convolutional ones
         channels, height, width, tiles = self._cells
         self.action_net = _CellLogits(channels, height, width, tiles, self.mask_noop)
-        self.value_net = _MapValue(channels, height, width, tiles)
+        self.value_net = _MapValue(channels, height, width, tiles)  # type: ignore[assignment]
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
