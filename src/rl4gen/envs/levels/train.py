@@ -60,7 +60,14 @@ class LevelsTrainConfig(Strict):
     """Passed to the SB3 constructor: learning_rate, n_steps, batch_size, gamma, gae_lambda,
     clip_range, ent_coef, ... (SB3's names; unknown names are rejected at load)."""
     features_dim: int = Field(256, ge=1)
-    """Width of the CNN's output (the policy and value heads sit on top)."""
+    """Width of the CNN's output (the policy and value heads sit on top; policy cnn)."""
+    policy: Literal["cnn", "fullyconv"] = "cnn"
+    """cnn: LevelCNN + SB3's MLP heads; fullyconv (wide only, ppo/a2c): per-cell tile logits
+    from a fully convolutional net over one flat (tile, cell) action, PCGRL's wide agent."""
+    channels: int = Field(32, ge=1)
+    """Width of the fully convolutional net (policy fullyconv)."""
+    mask_noop: bool = True
+    """Policy fullyconv: never write the tile a cell already has (a no-op step)."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -114,6 +121,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
             close = difflib.get_close_matches(key, sorted(accepted - reserved), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"config key 'algorithm_args.{key}' is not an option of {cfg.algorithm}{hint}: remove it.")
+    if cfg.policy == "fullyconv" and (not cfg.env.endswith("-wide") or cfg.algorithm == "dqn"):
+        raise ConfigError("config key 'policy' fullyconv needs a wide env and ppo or a2c: use policy cnn otherwise.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
         raise ConfigError("algorithm 'dqn' needs a Discrete action space: use a narrow or turtle env, or ppo/a2c for wide.")
     env_keys = {"change_percentage", "max_iterations", "random_tile", "problem_options"}
@@ -160,7 +169,7 @@ def _make_env(cfg: LevelsTrainConfig, rank: int, sink: list[Any] | None) -> gym.
     env: gym.Env[Any, Any] = gym.make(f"rl4gen/{cfg.env}-v0", **cfg.env_args)
     if sink is not None:
         env = RecordLevels(env, sink)
-    return policy_observation(env, cfg.crop_size)
+    return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv")
 
 
 class LevelsTrainResult:
@@ -186,7 +195,7 @@ def train_levels(
     from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-    from rl4gen.envs.levels.networks import LevelCNN
+    from rl4gen.envs.levels.networks import FullyConvPolicy, LevelCNN
     from rl4gen.envs.levels.sb3_bridge import LevelsCallback, MetricsWriter
     from rl4gen.tracking import MetricsLogger
 
@@ -211,6 +220,9 @@ def train_levels(
     algo = _algorithm_class(cfg.algorithm)
     if resume:
         model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
+    elif cfg.policy == "fullyconv":
+        model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs={"channels": cfg.channels, "mask_noop": cfg.mask_noop},
+                     verbose=0, **cfg.algorithm_args)
     else:
         policy_kwargs = {
             "features_extractor_class": LevelCNN,

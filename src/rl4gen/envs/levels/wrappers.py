@@ -5,6 +5,8 @@
   first, with cells outside the map shown as the border tile (solid). The default crop,
   ``2 × max(W, H)``, always holds the whole map (PCGRL: 28 binary, 22 zelda, 10 sokoban).
 - ``OneHotObservation`` (wide): the whole map one-hot, ``Box(0, 1, (T, H, W), uint8)``.
+- ``FlatWideAction`` (wide): one ``Discrete(T·H·W)`` action per (tile, row, column), in the
+  order of a ``(T, H, W)`` logit map, so a fully convolutional policy can score every cell.
 - ``RecordLevels``: appends each finished episode's level, statistics and goal to a list.
 """
 
@@ -16,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["CropOneHotObservation", "OneHotObservation", "RecordLevels"]
+__all__ = ["CropOneHotObservation", "FlatWideAction", "OneHotObservation", "RecordLevels"]
 
 
 def _core(env: gym.Env[Any, Any]) -> Any:
@@ -74,6 +76,29 @@ class OneHotObservation(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.
         return np.ascontiguousarray(self._eye[level].transpose(2, 0, 1))
 
 
+class FlatWideAction(gym.ActionWrapper[Any, Any, Any], gym.utils.RecordConstructorArgs):
+    """Wide representation with one flat action ``t·H·W + y·W + x`` (write tile ``t`` at ``(x, y)``).
+
+    The index order is that of a ``(T, H, W)`` map flattened, so a fully convolutional policy's
+    per-cell tile logits are its action logits (PCGRL's wide agent). A uniformly random flat
+    action is a uniformly random ``(x, y, t)``, as in the unwrapped environment.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        core = _core(env)
+        if core.representation.position is not None:
+            raise ValueError("FlatWideAction needs the wide representation: narrow and turtle actions are already flat.")
+        problem = core.problem
+        self._shape = (problem.num_tiles, problem.height, problem.width)
+        self.action_space = spaces.Discrete(int(np.prod(self._shape)))
+
+    def action(self, action: Any) -> np.ndarray:
+        t, y, x = np.unravel_index(int(action), self._shape)
+        return np.array([x, y, t], dtype=np.int64)
+
+
 class RecordLevels(gym.Wrapper[Any, Any, Any, Any]):
     """Appends ``(level, info)`` for every finished episode to ``sink``."""
 
@@ -89,8 +114,9 @@ class RecordLevels(gym.Wrapper[Any, Any, Any, Any]):
         return obs, reward, terminated, truncated, info
 
 
-def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None) -> gym.Env[Any, Any]:
-    """The observation wrapper a policy network needs: a crop for narrow/turtle, one-hot for wide."""
+def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None, flat_actions: bool = False) -> gym.Env[Any, Any]:
+    """The observation wrapper a policy network needs: a crop for narrow/turtle, one-hot for wide
+    (with ``flat_actions``, wide actions also go through ``FlatWideAction``)."""
     if _core(env).representation.position is None:
-        return OneHotObservation(env)
+        return OneHotObservation(FlatWideAction(env) if flat_actions else env)
     return CropOneHotObservation(env, crop_size)
