@@ -8,7 +8,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import rl4gen.envs  # noqa: F401
@@ -37,9 +36,7 @@ ZELDA = """
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (tests/conftest.py)
 
 
 def test_binary_checker_measures_one_region_and_the_path_gain() -> None:

@@ -17,10 +17,7 @@ from rl4gen.envs.levels.networks import FullyConvPolicy
 from rl4gen.envs.levels.train import load_levels_config, train_levels
 from rl4gen.envs.levels.wrappers import FlatWideAction, OneHotObservation
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (tests/conftest.py)
 
 
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checking the wrapper itself

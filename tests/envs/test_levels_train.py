@@ -24,9 +24,7 @@ TINY = ["total_timesteps=128", "num_envs=2", "algorithm_args.n_steps=32", "algor
         "algorithm_args.n_epochs=1", "checkpoint_every=64", "run_name=run"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (tests/conftest.py)
 
 
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # checking the wrapper itself
