@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from rl4gen.core.diffusion import ddim_step_mean
+from rl4gen.models.diffusion import unet_input
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,7 @@ def ddim_sample(unet: Any, scheduler: Any, timesteps: Tensor, labels: Tensor, no
     for i, t in enumerate(timesteps.tolist()):
         a_t = alphas[t].expand(n)
         a_prev = (alphas[int(timesteps[i + 1])] if i + 1 < len(timesteps) else final).expand(n)
-        inputs = x
-        if int(unet.config.in_channels) > 1:  # an inpainting prior: an empty mask asks for a new digit
-            inputs = torch.cat([x, torch.zeros(n, int(unet.config.in_channels) - 1, *x.shape[2:])], dim=1)
+        inputs = unet_input(x, None, int(unet.config.in_channels))  # an inpainting prior: an empty mask
         eps = unet(inputs, torch.full((n,), t), class_labels=labels).sample
         x = ddim_step_mean(x, eps, a_t, a_prev, zero)
     return x.clamp(-1, 1)

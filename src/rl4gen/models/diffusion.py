@@ -35,6 +35,17 @@ def inpaint_condition(known: Tensor, known_mask: Tensor) -> Tensor:  # (B, 2, H,
     return torch.cat([known * known_mask, known_mask], dim=1)
 
 
+def unet_input(latents: Tensor, condition: Tensor | None, in_channels: int) -> Tensor:
+    """What a UNet with ``in_channels`` inputs takes for ``latents`` ``(B, 1, H, W)``: the
+    latents alone, or for an inpainting prior the latents and ``condition``
+    (:func:`inpaint_condition`); no condition is an empty mask, i.e. a whole new digit."""
+    if in_channels == 1:
+        return latents
+    if condition is None:
+        condition = torch.zeros((latents.shape[0], CONDITION_CHANNELS, *latents.shape[2:]), device=latents.device)
+    return torch.cat([latents, condition], dim=1)
+
+
 def random_masks(n: int, size: int, generator: torch.Generator) -> Tensor:  # (n, 1, size, size), 1 = visible
     """Pretraining holes of an inpainting prior: a random half (40%), a random box of side 2 to
     ``size - 2`` (50%), or the whole image (10%)."""
@@ -119,7 +130,7 @@ def ddpm_loss(unet: Any, images: Tensor, labels: Tensor, alphas_cumprod: Tensor,
     if unet.config.in_channels == 1:
         return F.mse_loss(unet(noisy, t, class_labels=labels).sample, noise)
     known_mask = random_masks(n, images.shape[-1], generator)
-    inputs = torch.cat([noisy, inpaint_condition(images, known_mask)], dim=1)
+    inputs = unet_input(noisy, inpaint_condition(images, known_mask), unet.config.in_channels)
     hidden = 1 - known_mask
     err = (unet(inputs, t, class_labels=labels).sample - noise) ** 2
     return (err * hidden).sum() / hidden.sum().clamp(min=1.0)

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from rl4gen.config import ConfigError, LoraConfig
 from rl4gen.core.diffusion import ddim_sigma, ddim_step_mean, gaussian_entropy, gaussian_logprob
 from rl4gen.core.rollout import Rollout
-from rl4gen.models.diffusion import NULL_CLASS, inpaint_condition, load_diffusion_prior
+from rl4gen.models.diffusion import NULL_CLASS, inpaint_condition, load_diffusion_prior, unet_input
 
 SAMPLER_FILE = "sampler.json"
 ADAPTER_DIR = "adapter"
@@ -255,16 +255,14 @@ class DiffusionPolicy:
         return int(self.model.config.in_channels) > 1
 
     def _condition(self, hole: Tensor, known: Tensor | None) -> Tensor | None:  # (B, 2, H, W) or None
-        if not self.conditioned:
-            return None
-        if known is None:
-            return torch.zeros((hole.shape[0], 2, *hole.shape[2:]), device=hole.device)
-        return inpaint_condition(known, 1 - hole)
+        """An inpainting prior's extra input for damaged images; None otherwise (an inpainting
+        prior then gets an empty mask from :func:`unet_input`)."""
+        return inpaint_condition(known, 1 - hole) if self.conditioned and known is not None else None
 
     def _mean(self, model: nn.Module, latents: Tensor, steps: Tensor, labels: Tensor, condition: Tensor | None = None) -> Tensor:
         """DDIM step means for latents ``(N, 1, H, W)`` at step indices ``steps`` ``(N,)``
         (``condition`` ``(N, 2, H, W)``: an inpainting prior's extra input)."""
-        inputs = latents if condition is None else torch.cat([latents, condition], dim=1)
+        inputs = unet_input(latents, condition, int(self.model.config.in_channels))
         eps = model(inputs, self.timesteps.to(latents.device)[steps], class_labels=labels).sample
         dev = latents.device
         return ddim_step_mean(
