@@ -159,8 +159,7 @@ def evaluate_levels(
 
     result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic}
     if run_dir is not None:
-        custom = {"policy_kwargs": {"channels": cfg.channels, "mask_noop": cfg.mask_noop}} if cfg.policy == "fullyconv" else None
-        model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu", custom_objects=custom)
+        model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu")  # policy class and kwargs come from the zip
         result["model"] = str(model_path.relative_to(run_dir))
 
         def act(obs: np.ndarray) -> np.ndarray:
