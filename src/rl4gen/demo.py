@@ -17,7 +17,9 @@ from rl4gen.tasks import get_task
 from rl4gen.trainer import Trainer
 
 
-def _config(task_name: str, output_dir: str, sets: list[str], extra: dict[str, Any] | None = None) -> TrainConfig:
+def recipe_config(task_name: str, output_dir: str, sets: list[str], extra: dict[str, Any] | None = None) -> TrainConfig:
+    """A task's recipe (its ``default_config`` for the resulting ``task_args``) writing to
+    ``output_dir``, with ``extra`` and then the ``--set`` items merged on top."""
     overrides = dict(extra or {})
     for item in sets:
         overrides = deep_merge(overrides, parse_set(item))
@@ -59,13 +61,13 @@ def run_demo(
     if task_name == "melody":
         from rl4gen.music.demo import run_melody_demo
 
-        return run_melody_demo(_config("melody", output_dir, sets), show_progress=show_progress, console=console, log=log)
+        return run_melody_demo(recipe_config("melody", output_dir, sets), show_progress=show_progress, console=console, log=log)
     if task_name == "digits":
         from rl4gen.tasks.digits_demo import run_digits_demo
 
-        return run_digits_demo(_config("digits", output_dir, sets), show_progress=show_progress, console=console, log=log)
+        return run_digits_demo(recipe_config("digits", output_dir, sets), show_progress=show_progress, console=console, log=log)
     start = time.perf_counter()
-    config = _config(task_name, output_dir, sets)
+    config = recipe_config(task_name, output_dir, sets)
     task = get_task(config.task, config.task_args)
     prior_dir = task.pretrain(log=log)
     pretrain_seconds = time.perf_counter() - start
@@ -101,7 +103,7 @@ def _shakespeare_demo(
 ) -> dict[str, Any]:
     """Two runs from the same prior, with and without the KL penalty, compared side by side."""
     start = time.perf_counter()
-    base = _config("shakespeare", output_dir, sets)
+    base = recipe_config("shakespeare", output_dir, sets)
     task = get_task(base.task, base.task_args)
     prior_dir = task.pretrain(log=log)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -110,7 +112,7 @@ def _shakespeare_demo(
     base_beta = float(getattr(base.algorithm, "beta", 0.0))
     betas = [0.0, base_beta if base_beta > 0 else 0.2]
     for beta in betas:
-        cfg = _config(
+        cfg = recipe_config(
             "shakespeare",
             output_dir,
             sets,

@@ -21,20 +21,15 @@ from typing import Any
 
 from rich.console import Console
 
-from rl4gen.config import deep_merge, parse_set, validate_config
-
 METRICS = ("accuracy", "p_requested", "coverage", "diversity", "frechet", "confidence")
 
 
 def _train(task_name: str, task_args: dict[str, Any], overrides: dict[str, Any], out: Path, sets: list[str], show_progress: bool, log: Callable[[str], None]) -> Any:
+    from rl4gen.demo import recipe_config
     from rl4gen.tasks import get_task
     from rl4gen.trainer import Trainer
 
-    task = get_task(task_name, task_args)
-    data = deep_merge(task.default_config(), {"output_dir": str(out), "task_args": task_args, **overrides})
-    for item in sets:
-        data = deep_merge(data, parse_set(item))
-    config = validate_config(data)
+    config = recipe_config(task_name, str(out), sets, extra={"task_args": task_args, **overrides})
     task = get_task(config.task, config.task_args)
     trainer = Trainer(config, task=task, show_progress=show_progress, log=log)
     return task, trainer, trainer.train()
