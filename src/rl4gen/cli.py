@@ -137,7 +137,12 @@ def train(
                 _print_result(SequenceDQN(cfg, show_progress=progress, log=lambda m: err.print(m)).train())
                 return
             trainer = _trainer_class(cfg)(cfg, show_progress=progress)
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        finally:
+            # Tear the process group down before exit (several processes): left to interpreter
+            # shutdown, gloo's threads can abort a finished process ("terminate called ...").
+            trainer.accelerator.end_training()
         if trainer.accelerator.is_main_process:
             _print_result(result)
 

@@ -102,6 +102,21 @@ class LevelEnv(gym.Env[Any, Any]):
     def stats(self) -> dict[str, float]:
         return dict(self._stats)
 
+    @property
+    def start_stats(self) -> dict[str, float]:
+        """The statistics of the episode's start level."""
+        return dict(self._start)
+
+    @property
+    def changes(self) -> int:
+        """Edits so far this episode that changed a tile (the budget is ``max_changes``)."""
+        return self._changes
+
+    @property
+    def masks(self) -> list[int]:
+        """The current level as one bit mask per tile type (``stats.Grid``'s layout); read only."""
+        return self._masks
+
     def random_level(self, rng: np.random.Generator) -> np.ndarray:
         """A level with tiles drawn from the problem's probabilities (PCGRL's initial maps)."""
         return self._draw(rng)[0]

@@ -43,18 +43,21 @@ class LevelCNN(BaseFeaturesExtractor):
 
 
 class FullyConvExtractor(BaseFeaturesExtractor):
-    """``(B, T, H, W)`` → per-cell features ``(B, (C + T)·H·W)``, flattened for SB3: ``C`` learned
-    channels, then the observation itself (the tile under each cell, for the no-op mask).
+    """``(B, T + F, H, W)`` → per-cell features ``(B, (C + T)·H·W)``, flattened for SB3: ``C``
+    learned channels, then the observation's ``T`` tile channels (the tile under each cell, for
+    the no-op mask). ``F`` = ``feature_planes`` extra input planes after the tiles (``GoalFeatures``).
 
     Two 3×3 convolutions (``channels`` wide, padding 1, so the map keeps its size), then the
     channel means over the map through a linear layer are added to every cell before a third
     convolution: local patterns plus the global state (how many regions, how long the path)."""
 
-    def __init__(self, observation_space: gym.spaces.Box, channels: int = 32) -> None:
-        tiles, height, width = observation_space.shape
+    def __init__(self, observation_space: gym.spaces.Box, channels: int = 32, feature_planes: int = 0) -> None:
+        planes, height, width = observation_space.shape
+        tiles = planes - feature_planes
         super().__init__(observation_space, (channels + tiles) * height * width)
+        self.tiles = tiles
         self.local = nn.Sequential(
-            nn.Conv2d(tiles, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(planes, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
         )
         self.context = nn.Sequential(nn.Linear(channels, channels), nn.ReLU())
@@ -65,7 +68,7 @@ class FullyConvExtractor(BaseFeaturesExtractor):
         h = self.local(x)
         g = self.context(h.mean(dim=(2, 3)))
         h = torch.relu(self.out(h) + g[:, :, None, None])
-        return torch.cat([h, x], dim=1).flatten(1)
+        return torch.cat([h, x[:, : self.tiles]], dim=1).flatten(1)
 
 
 class _CellLogits(nn.Module):
@@ -107,17 +110,19 @@ class FullyConvPolicy(ActorCriticPolicy):
     """SB3 actor-critic for ``FlatWideAction`` envs: ``FullyConvExtractor`` shared by a per-cell
     logit head (``Discrete(T·H·W)``, one categorical over every (tile, cell)) and a pooled value
     head. ``channels`` sets the network width; ``mask_noop`` (default) never writes the tile a cell
-    already has. SB3's ``net_arch`` is not used."""
+    already has; ``feature_planes`` input planes after the tiles are features, not tiles
+    (``GoalFeatures``). SB3's ``net_arch`` is not used."""
 
     def __init__(self, observation_space: gym.spaces.Space[Any], action_space: gym.spaces.Space[Any], lr_schedule: Any,
-                 channels: int = 32, mask_noop: bool = True, **kwargs: Any) -> None:
-        tiles, height, width = observation_space.shape  # type: ignore[misc]
+                 channels: int = 32, mask_noop: bool = True, feature_planes: int = 0, **kwargs: Any) -> None:
+        planes, height, width = observation_space.shape  # type: ignore[misc]
+        tiles = planes - feature_planes
         if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.n) != tiles * height * width:
             raise ValueError("FullyConvPolicy needs one Discrete(T·H·W) action per (tile, cell): wrap a wide env in FlatWideAction.")
         self._cells = (channels, height, width, tiles)
         self.mask_noop = mask_noop
         kwargs.update(net_arch=[], features_extractor_class=FullyConvExtractor,
-                      features_extractor_kwargs={"channels": channels}, normalize_images=False, share_features_extractor=True)
+                      features_extractor_kwargs={"channels": channels, "feature_planes": feature_planes}, normalize_images=False, share_features_extractor=True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:

@@ -15,6 +15,7 @@ from rl4gen.envs.levels.stats import (
     Grid,
     count_regions,
     distance,
+    path_starts,
     regions_and_longest_path,
     solve_sokoban,
     update_regions,
@@ -124,6 +125,16 @@ class Problem:
         """Whether the level is done (PCGRL's episode-over condition)."""
         raise NotImplementedError
 
+    def progress(self, stats: Stats, start: Stats) -> list[float]:
+        """How far each of the goal's conditions is met, one number per condition, about 0 (far)
+        to 1 (met); the goal-feature observation shows them to the policy."""
+        raise NotImplementedError
+
+    def distance_source(self, masks: list[int]) -> tuple[int, int]:
+        """``(source cells, walkable cells)`` of the map of BFS distances that matters for the
+        goal's path (binary: from each region's path start; zelda, sokoban: from the player)."""
+        raise NotImplementedError
+
     def _regions(self, passable: int) -> int:
         """``count_regions``, incrementally: most edits of zelda and sokoban swap one walkable
         tile for another (nothing to do), and when one cell changes its 3×3 neighbourhood
@@ -168,6 +179,13 @@ class BinaryProblem(Problem):
 
     def goal(self, stats: Stats, start: Stats) -> bool:
         return stats["regions"] == 1 and stats["path-length"] - start["path-length"] >= self.target_path
+
+    def progress(self, stats: Stats, start: Stats) -> list[float]:
+        gain = (stats["path-length"] - start["path-length"]) / max(self.target_path, 1)
+        return [1 / stats["regions"] if stats["regions"] else 0.0, min(max(gain, -1.0), 2.0)]
+
+    def distance_source(self, masks: list[int]) -> tuple[int, int]:
+        return path_starts(masks[0], self.grid.pitch)[1], masks[0]
 
 
 class ZeldaProblem(Problem):
@@ -222,6 +240,17 @@ class ZeldaProblem(Problem):
     def goal(self, stats: Stats, start: Stats) -> bool:
         return stats["nearest-enemy"] >= self.target_enemy_dist and stats["path-length"] >= self.target_path
 
+    def progress(self, stats: Stats, start: Stats) -> list[float]:
+        counts = [float(stats[k] == 1) for k in ("player", "key", "door")]
+        enemies = float(2 <= stats["enemies"] <= self.max_enemies)
+        return [*counts, 1 / stats["regions"] if stats["regions"] else 0.0, enemies,
+                min(stats["nearest-enemy"] / max(self.target_enemy_dist, 1), 1.0),
+                min(stats["path-length"] / max(self.target_path, 1), 1.0)]
+
+    def distance_source(self, masks: list[int]) -> tuple[int, int]:
+        empty, _, player, key, door, bat, scorpion, spider = masks
+        return player, empty | player | key | door | bat | scorpion | spider
+
 
 class SokobanProblem(Problem):
     """One player, as many crates as targets (1–3), one region, solvable with a long solution
@@ -269,6 +298,16 @@ class SokobanProblem(Problem):
 
     def goal(self, stats: Stats, start: Stats) -> bool:
         return stats["dist-win"] == 0 and stats["sol-length"] >= self.target_solution
+
+    def progress(self, stats: Stats, start: Stats) -> list[float]:
+        solved = stats["dist-win"] == 0 and stats["crate"] > 0
+        return [float(stats["player"] == 1), float(stats["crate"] == stats["target"] > 0),
+                1 / stats["regions"] if stats["regions"] else 0.0, float(solved),
+                min(stats["sol-length"] / max(self.target_solution, 1), 1.0)]
+
+    def distance_source(self, masks: list[int]) -> tuple[int, int]:
+        empty, _, player, crate, target = masks
+        return player, empty | player | target
 
 
 PROBLEMS: dict[str, type[Problem]] = {

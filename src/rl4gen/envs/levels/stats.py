@@ -24,8 +24,10 @@ import numpy as np
 
 __all__ = [
     "Grid",
+    "bfs_layers",
     "count_regions",
     "distance",
+    "path_starts",
     "regions_and_longest_path",
     "solve_sokoban",
     "update_regions",
@@ -65,6 +67,14 @@ class Grid:
         np.equal(level, self._tile_ids, out=padded[:, 1:-1, 1:-1])  # (T, H, W) one-hot
         packed = np.packbits(padded.reshape(num_tiles, -1), axis=1, bitorder="little")
         return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+    def planes(self, masks: Sequence[int]) -> np.ndarray:
+        """Masks back to maps: ``(len(masks), height, width)`` booleans."""
+        nbytes = ((self.height + 2) * self.pitch + 7) // 8
+        raw = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in masks), dtype=np.uint8)
+        bits = np.unpackbits(raw.reshape(len(masks), nbytes), axis=1, bitorder="little")
+        framed = bits[:, : (self.height + 2) * self.pitch].reshape(len(masks), self.height + 2, self.pitch)
+        return framed[:, 1:-1, 1:-1].astype(bool)
 
     def bit(self, x: int, y: int) -> int:
         return self.cell_bits[y * self.width + x]
@@ -154,6 +164,16 @@ def regions_and_longest_path(passable: int, pitch: int) -> tuple[int, int]:
     the second BFS's depth is the region's path length. The second searches of all regions run
     as one multi-source BFS (regions are disjoint, so its depth is the maximum over regions).
     """
+    regions, far_cells = path_starts(passable, pitch)
+    if not far_cells:
+        return 0, 0
+    _, _, longest = _flood(far_cells, passable, pitch)
+    return regions, longest
+
+
+def path_starts(passable: int, pitch: int) -> tuple[int, int]:
+    """(number of regions, one mask of each region's path start): the first cell farthest from
+    the region's first cell, where the second BFS of ``regions_and_longest_path`` starts."""
     regions = 0
     far_cells = 0
     left = passable
@@ -162,10 +182,21 @@ def regions_and_longest_path(passable: int, pitch: int) -> tuple[int, int]:
         far_cells |= last_layer & -last_layer
         left &= ~region
         regions += 1
-    if not far_cells:
-        return 0, 0
-    _, _, longest = _flood(far_cells, passable, pitch)
-    return regions, longest
+    return regions, far_cells
+
+
+def bfs_layers(seed: int, passable: int, pitch: int, max_layers: int = 1024) -> list[int]:
+    """The BFS from ``seed`` inside ``passable`` as one mask per layer: ``[seed, cells at 1 step,
+    cells at 2 steps, ...]`` (at most ``max_layers``)."""
+    layers = [seed]
+    left = passable & ~seed
+    frontier = seed
+    while frontier and len(layers) < max_layers:
+        frontier = ((frontier << 1) | (frontier >> 1) | (frontier << pitch) | (frontier >> pitch)) & left
+        if frontier:
+            layers.append(frontier)
+            left ^= frontier
+    return layers
 
 
 def distance(source: int, target: int, passable: int, pitch: int) -> int:

@@ -68,6 +68,9 @@ class LevelsTrainConfig(Strict):
     """Width of the fully convolutional net (policy fullyconv)."""
     mask_noop: bool = True
     """Policy fullyconv: never write the tile a cell already has (a no-op step)."""
+    goal_features: bool = False
+    """Wide envs: add GoalFeatures' planes to the observation (distance map along the goal's path,
+    its farthest cells, the change budget left, progress on each goal condition)."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -123,6 +126,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
             raise ConfigError(f"config key 'algorithm_args.{key}' is not an option of {cfg.algorithm}{hint}: remove it.")
     if cfg.policy == "fullyconv" and (not cfg.env.endswith("-wide") or cfg.algorithm == "dqn"):
         raise ConfigError("config key 'policy' fullyconv needs a wide env and ppo or a2c: use policy cnn otherwise.")
+    if cfg.goal_features and not cfg.env.endswith("-wide"):
+        raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
         raise ConfigError("algorithm 'dqn' needs a Discrete action space: use a narrow or turtle env, or ppo/a2c for wide.")
     env_keys = {"change_percentage", "max_iterations", "random_tile", "problem_options"}
@@ -169,7 +174,7 @@ def _make_env(cfg: LevelsTrainConfig, rank: int, sink: list[Any] | None) -> gym.
     env: gym.Env[Any, Any] = gym.make(f"rl4gen/{cfg.env}-v0", **cfg.env_args)
     if sink is not None:
         env = RecordLevels(env, sink)
-    return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv")
+    return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv", goal_features=cfg.goal_features)
 
 
 class LevelsTrainResult:
@@ -221,8 +226,9 @@ def train_levels(
     if resume:
         model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
     elif cfg.policy == "fullyconv":
-        model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs={"channels": cfg.channels, "mask_noop": cfg.mask_noop},
-                     verbose=0, **cfg.algorithm_args)
+        feature_planes = venv.observation_space.shape[0] - len(PROBLEMS[cfg.env.split("-")[0]].tiles)  # type: ignore[index]
+        policy_kwargs = {"channels": cfg.channels, "mask_noop": cfg.mask_noop, "feature_planes": feature_planes}
+        model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
     else:
         policy_kwargs = {
             "features_extractor_class": LevelCNN,

@@ -18,7 +18,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["CropOneHotObservation", "FlatWideAction", "OneHotObservation", "RecordLevels"]
+from rl4gen.envs.levels.stats import bfs_layers
+
+__all__ = ["CropOneHotObservation", "FlatWideAction", "GoalFeatures", "OneHotObservation", "RecordLevels"]
 
 
 def _core(env: gym.Env[Any, Any]) -> Any:
@@ -76,6 +78,57 @@ class OneHotObservation(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.
         return np.ascontiguousarray(self._eye[level].transpose(2, 0, 1))
 
 
+class GoalFeatures(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.RecordConstructorArgs):
+    """The wide one-hot map plus planes that say how far the goal is (``float32``, ``(T + 4 + P, H, W)``).
+
+    After the ``T`` tile channels: the BFS distance map that matters for the goal's path (binary:
+    from each region's path start; zelda, sokoban: from the player), ``(d + 1) / scale`` on the
+    cells reached and 0 elsewhere with ``scale = W·H / 4``; the farthest cells of that search (where
+    a longer path would go on); the change budget left, ``1 − changes / max_changes``; a constant
+    plane saying whether there is a path source at all; and one constant plane per goal condition
+    (``Problem.progress``: binary: 1 / regions and path gain / ``target_path``, which depends on the
+    episode's start level and is otherwise invisible in the map). A convolutional policy then
+    neither has to rebuild a breadth-first search from 3×3 filters nor guess its budget.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        self._core = core = _core(env)
+        if core.representation.position is not None:
+            raise ValueError("GoalFeatures needs the wide representation (a whole-map observation).")
+        space = env.observation_space
+        if not isinstance(space, spaces.Box) or len(space.shape) != 3:
+            raise ValueError("GoalFeatures wraps a one-hot (T, H, W) observation: apply OneHotObservation first.")
+        problem = core.problem
+        self.num_tiles = problem.num_tiles
+        blank = problem.stats(problem.grid.masks(np.zeros((problem.height, problem.width), np.uint8), problem.num_tiles))
+        self.num_progress = len(problem.progress(blank, blank))
+        self._scale = max(problem.width * problem.height / 4, 1.0)
+        channels = self.num_tiles + 4 + self.num_progress
+        self.observation_space = spaces.Box(-1.0, 3.0, (channels, problem.height, problem.width), dtype=np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        core, problem = self._core, self._core.problem
+        t = self.num_tiles
+        out = np.empty(self.observation_space.shape, dtype=np.float32)
+        out[:t] = observation
+        source, walkable = problem.distance_source(core.masks)
+        if source:
+            layers = bfs_layers(source, walkable | source, problem.grid.pitch)
+            reached = problem.grid.planes(layers)  # (L, H, W), one layer per distance
+            depth = np.arange(1, len(layers) + 1, dtype=np.float32)
+            out[t] = np.tensordot(depth, reached, axes=1) / self._scale
+            out[t + 1] = reached[-1]
+        else:
+            out[t : t + 2] = 0.0
+        out[t + 2] = 1.0 - core.changes / core.max_changes
+        out[t + 3] = float(bool(source))
+        for i, value in enumerate(problem.progress(core.stats, core.start_stats)):
+            out[t + 4 + i] = value
+        return out
+
+
 class FlatWideAction(gym.ActionWrapper[Any, Any, Any], gym.utils.RecordConstructorArgs):
     """Wide representation with one flat action ``t·H·W + y·W + x`` (write tile ``t`` at ``(x, y)``).
 
@@ -114,9 +167,14 @@ class RecordLevels(gym.Wrapper[Any, Any, Any, Any]):
         return obs, reward, terminated, truncated, info
 
 
-def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None, flat_actions: bool = False) -> gym.Env[Any, Any]:
+def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None, flat_actions: bool = False,
+                       goal_features: bool = False) -> gym.Env[Any, Any]:
     """The observation wrapper a policy network needs: a crop for narrow/turtle, one-hot for wide
-    (with ``flat_actions``, wide actions also go through ``FlatWideAction``)."""
+    (with ``flat_actions``, wide actions also go through ``FlatWideAction``; with
+    ``goal_features``, wide observations gain ``GoalFeatures``' planes)."""
     if _core(env).representation.position is None:
-        return OneHotObservation(FlatWideAction(env) if flat_actions else env)
+        onehot = OneHotObservation(FlatWideAction(env) if flat_actions else env)
+        return GoalFeatures(onehot) if goal_features else onehot
+    if goal_features:
+        raise ValueError("goal features need the wide representation (a whole-map observation).")
     return CropOneHotObservation(env, crop_size)
