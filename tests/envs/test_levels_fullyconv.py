@@ -15,7 +15,7 @@ from rl4gen.config import ConfigError
 from rl4gen.envs.levels.evaluate import evaluate_levels
 from rl4gen.envs.levels.networks import FullyConvPolicy
 from rl4gen.envs.levels.train import load_levels_config, train_levels
-from rl4gen.envs.levels.wrappers import FlatWideAction, OneHotObservation
+from rl4gen.envs.levels.wrappers import FlatWideAction, GoalFeatures, OneHotObservation
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # restored after the module (tests/conftest.py)
 
@@ -67,3 +67,45 @@ def test_short_fullyconv_run_raises_the_goal_rate_above_random_on_binary(tmp_pat
     assert policy["goal_rate"] == policy["env_goal_rate"]
     assert policy["goal_rate"] > random["goal_rate"] + 0.08, (policy, random)  # 0.26 vs 0.06 (seeds 1, 2: 0.21, 0.31)
     assert policy["stats/regions"] < random["stats/regions"]
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+def test_goal_features_show_distances_budget_and_progress() -> None:
+    env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/binary-wide-v0"))))
+    check_env(env, skip_render_check=True)
+    # a 14x14 map: one corridor along the top row, solid elsewhere
+    level = np.ones((14, 14), dtype=np.uint8)
+    level[0, :] = 0
+    obs, _ = env.reset(seed=0, options={"level": level})
+    assert obs.shape == (2 + 4 + 2, 14, 14) and obs.dtype == np.float32
+    assert np.array_equal(obs[:2], OneHotObservation(gym.make("rl4gen/binary-wide-v0")).observation(level))
+    # BFS from the path start (the corridor's far end, x = 13): (d + 1) / (196 / 4) along the row
+    assert obs[2, 0] == pytest.approx((14 - np.arange(14)) / 49)
+    assert obs[2, 1:].sum() == 0
+    assert obs[3].sum() == 1 and obs[3, 0, 0] == 1  # the farthest cell: where the path would go on
+    assert np.all(obs[4] == 1) and np.all(obs[5] == 1)  # whole budget left; a path exists
+    assert np.all(obs[6] == 1) and np.all(obs[7] == 0)  # one region; no path gain yet
+    t, y, x = 0, 1, 0  # open the cell below the corridor's end at x = 0: +1 path, one edit spent
+    obs, *_ = env.step(t * 196 + y * 14 + x)
+    assert obs[2, 1, 0] == pytest.approx(15 / 49) and obs[3].sum() == 1 and obs[3, 1, 0] == 1
+    assert obs[4, 0, 0] == pytest.approx(1 - 1 / 39)
+    assert obs[7, 0, 0] == pytest.approx(1 / 20)
+    # every problem: planes after the tiles, constant progress planes in [0, 1]
+    for problem, conditions in (("zelda", 7), ("sokoban", 5)):
+        env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make(f"rl4gen/{problem}-wide-v0"))))
+        obs, _ = env.reset(seed=3)
+        tiles = env.unwrapped.problem.num_tiles
+        assert obs.shape[0] == tiles + 4 + conditions
+        assert np.all((obs[tiles + 4 :] >= 0) & (obs[tiles + 4 :] <= 1))
+    with pytest.raises(ConfigError, match="goal_features' needs a wide env"):
+        load_levels_config(None, ["env=binary-narrow", "goal_features=true"])
+
+
+def test_policy_with_goal_features_masks_only_the_tile_planes() -> None:
+    env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/sokoban-wide-v0"))))
+    policy = FullyConvPolicy(env.observation_space, env.action_space, lambda _: 3e-4, channels=8, feature_planes=9)
+    obs, _ = env.reset(seed=0)
+    probs = policy.get_distribution(torch.as_tensor(obs[None])).distribution.probs.detach()
+    assert probs.shape == (1, 5 * 5 * 5)
+    assert float(probs[0][torch.as_tensor(obs[:5]).flatten().bool()].sum()) == 0
+    assert float((probs[0] > 0).sum()) == 100

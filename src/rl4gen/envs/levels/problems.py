@@ -306,7 +306,7 @@ class SokobanProblem(Problem):
                 min(stats["sol-length"] / max(self.target_solution, 1), 1.0)]
 
     def distance_source(self, masks: list[int]) -> tuple[int, int]:
-        empty, _, player, crate, target = masks
+        empty, _, player, _, target = masks  # crates block the player's walk
         return player, empty | player | target
 
 

@@ -105,13 +105,14 @@ class GoalFeatures(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.Recor
         blank = problem.stats(problem.grid.masks(np.zeros((problem.height, problem.width), np.uint8), problem.num_tiles))
         self.num_progress = len(problem.progress(blank, blank))
         self._scale = max(problem.width * problem.height / 4, 1.0)
-        channels = self.num_tiles + 4 + self.num_progress
-        self.observation_space = spaces.Box(-1.0, 3.0, (channels, problem.height, problem.width), dtype=np.float32)
+        self._shape = (self.num_tiles + 4 + self.num_progress, problem.height, problem.width)
+        # distances are at most W·H steps, so (d + 1) / scale <= 4; binary's path gain is clipped to [-1, 2]
+        self.observation_space = spaces.Box(-1.0, 4.0, self._shape, dtype=np.float32)
 
     def observation(self, observation: Any) -> np.ndarray:
         core, problem = self._core, self._core.problem
         t = self.num_tiles
-        out = np.empty(self.observation_space.shape, dtype=np.float32)
+        out = np.empty(self._shape, dtype=np.float32)
         out[:t] = observation
         source, walkable = problem.distance_source(core.masks)
         if source:
