@@ -66,6 +66,10 @@ def test_goal_terminates_the_episode() -> None:
     assert not terminated
     _, reward, terminated, truncated, info = env.step(np.array([11, 0, 0]))  # path 11 = 9 + 2
     assert terminated and not truncated and info["goal"] is True and reward == 1
+    env = LevelEnv("binary", "wide", problem_options={"target_path": 2}, goal_bonus=10)
+    env.reset(seed=0, options={"level": _corridor(10)})
+    rewards = [env.step(np.array([x, 0, 0]))[1] for x in (10, 11)]
+    assert rewards == [1, 1 + 10]  # the bonus comes once, on the step that reaches the goal
 
 
 def test_change_budget_terminates_and_the_step_limit_truncates() -> None:
@@ -128,6 +132,7 @@ def test_zelda_goal_on_a_hand_made_level() -> None:
         ({"representation": "wide", "random_tile": True}, "narrow representation only"),
         ({"problem_options": {"bogus": 1}}, "no option 'bogus'"),
         ({"render_mode": "human"}, "render_mode"),
+        ({"goal_bonus": float("nan")}, "goal_bonus must be a finite number"),
     ],
 )
 def test_bad_options_get_one_sentence(kwargs: dict, message: str) -> None:

@@ -16,6 +16,7 @@ recomputed after a real edit). The episode ends with
 
 from __future__ import annotations
 
+import math
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -38,6 +39,8 @@ class LevelEnv(gym.Env[Any, Any]):
         random_tile: ``narrow`` only: visit positions at random instead of in row-major order.
         render_mode: ``"rgb_array"`` (tile image) or ``"ansi"`` (one character per tile).
         problem_options: the problem's own options (e.g. ``target_path``, ``weights``, ``probs``).
+        goal_bonus: reward added on the step that reaches the goal (default 0: PCGRL's reward,
+            which has no term for the goal itself; episodes just end there).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 10}  # noqa: RUF012  (Gymnasium declares it so)
@@ -52,6 +55,7 @@ class LevelEnv(gym.Env[Any, Any]):
         random_tile: bool | None = None,
         render_mode: str | None = None,
         problem_options: dict[str, Any] | None = None,
+        goal_bonus: float = 0.0,
     ) -> None:
         self.problem: Problem = make_problem(problem, **(problem_options or {}))
         rep_options = {} if random_tile is None else {"random_tile": random_tile}
@@ -60,6 +64,9 @@ class LevelEnv(gym.Env[Any, Any]):
         )
         if not isinstance(change_percentage, (int, float)) or not 0 < change_percentage <= 1:
             raise ValueError(f"change_percentage must be a fraction in (0, 1], got {change_percentage!r}.")
+        if not isinstance(goal_bonus, (int, float)) or not math.isfinite(goal_bonus):
+            raise ValueError(f"goal_bonus must be a finite number, got {goal_bonus!r}.")
+        self.goal_bonus = float(goal_bonus)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of rgb_array, ansi or None, got {render_mode!r}.")
         width, height = self.problem.width, self.problem.height
@@ -188,7 +195,10 @@ class LevelEnv(gym.Env[Any, Any]):
                 new = self._stats_of(masks)
                 reward = self._reward_of(new, self._stats)
                 self._stats = new
-                self._goal = self._goal_of(new, self._start)
+                reached = self._goal_of(new, self._start)
+                if reached and not self._goal:
+                    reward += self.goal_bonus
+                self._goal = reached
         if self._goal or self._changes >= self.max_changes:
             return reward, True, False
         return reward, False, self._iteration >= self.max_iterations

@@ -53,7 +53,7 @@ class LevelsTrainConfig(Strict):
     num_envs: int = Field(8, ge=1)
     """Environments stepped together (SB3 DummyVecEnv)."""
     env_args: dict[str, Any] = Field(default_factory=dict)
-    """LevelEnv options: change_percentage, max_iterations, random_tile, problem_options."""
+    """LevelEnv options: change_percentage, goal_bonus, max_iterations, random_tile, problem_options."""
     crop_size: int | None = Field(None, ge=1)
     """Egocentric crop for narrow/turtle; null = 2 × max(width, height), the whole map."""
     algorithm_args: dict[str, Any] = Field(default_factory=dict)
@@ -130,7 +130,7 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
         raise ConfigError("algorithm 'dqn' needs a Discrete action space: use a narrow or turtle env, or ppo/a2c for wide.")
-    env_keys = {"change_percentage", "max_iterations", "random_tile", "problem_options"}
+    env_keys = {"change_percentage", "goal_bonus", "max_iterations", "random_tile", "problem_options"}
     for key in cfg.env_args:
         if key not in env_keys:
             raise ConfigError(f"config key 'env_args.{key}' is not a level environment option: use {', '.join(sorted(env_keys))}.")
