@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,22 @@ def load_train_config(config_path: str | None, sets: list[str], base: dict[str, 
     return config
 
 
+def _end_processes(accelerator: Any) -> None:
+    """Tear a multi-process run's process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads may still hold finished collectives whose
+    tensors need the GIL to be freed, and the process aborts ("terminate called without an active
+    exception") after a successful run. Destroying the group from a destructor that holds the GIL
+    while a worker still frees such a tensor deadlocks instead. So: drop the prepared (DDP) models,
+    whose reducers also hold the group, give the workers a moment without the GIL to finish, then
+    destroy the group while nothing else references it."""
+    if accelerator.num_processes <= 1:
+        return
+    accelerator.free_memory()
+    time.sleep(0.2)
+    accelerator.end_training()
+
+
 def _run_guarded(fn: Any) -> Any:
     try:
         return fn()
@@ -137,13 +154,11 @@ def train(
                 _print_result(SequenceDQN(cfg, show_progress=progress, log=lambda m: err.print(m)).train())
                 return
             trainer = _trainer_class(cfg)(cfg, show_progress=progress)
-        try:
-            result = trainer.train()
-        finally:
-            # Tear the process group down before exit (several processes): left to interpreter
-            # shutdown, gloo's threads can abort a finished process ("terminate called ...").
-            trainer.accelerator.end_training()
-        if trainer.accelerator.is_main_process:
+        result = trainer.train()
+        accelerator = trainer.accelerator
+        del trainer
+        _end_processes(accelerator)
+        if accelerator.is_main_process:
             _print_result(result)
 
     _run_guarded(go)
