@@ -116,6 +116,8 @@ def test_eval_of_a_trained_run_reports_policy_and_random(tmp_path: Path) -> None
     assert again["random"] == saved["random"]  # seeded starts and actions: the same baseline
     result = CliRunner().invoke(app, ["levels", "eval", "zelda-narrow", "--episodes", "5"])
     assert result.exit_code == 0 and '"random"' in result.output and '"policy"' not in result.output
+    result = CliRunner().invoke(app, ["levels", "eval", "zelda-narrow", "--episodes", "5", "--attempts", "0"])
+    assert result.exit_code == 2 and "--attempts must be at least 1" in result.output
     result = CliRunner().invoke(app, ["levels", "eval", "zelda-nallow"])
     assert result.exit_code == 2 and "neither a level run folder nor an environment" in result.output
 
@@ -132,3 +134,9 @@ def test_short_training_raises_the_goal_rate_above_random_on_binary(tmp_path: Pa
     assert policy["goal_rate"] == policy["env_goal_rate"] and random["goal_rate"] == random["env_goal_rate"]
     assert policy["goal_rate"] > random["goal_rate"] + 0.05, (policy, random)
     assert policy["stats/regions"] < random["stats/regions"]
+    # retrying a start level that missed the goal (up to 4 times) raises the rate within 4 attempts
+    retried = evaluate_levels(run, episodes=200, attempts=4, write=False)
+    assert retried["attempts"] == 4 and policy["attempts"] == 1
+    assert retried["policy"]["goal_rate"] > policy["goal_rate"], (retried["policy"], policy)
+    assert 1 < retried["policy"]["attempts"] <= 4
+    assert retried["policy"]["goal_rate"] == retried["policy"]["env_goal_rate"]

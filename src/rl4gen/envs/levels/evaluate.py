@@ -53,9 +53,12 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
     return out
 
 
-def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[np.ndarray], np.ndarray] | None) -> dict[str, Any]:
+def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[np.ndarray], np.ndarray] | None,
+          attempts: int = 1) -> dict[str, Any]:
     """Play ``episodes`` episodes side by side (episode ``i`` from ``reset(seed=seed + i)``);
-    ``act`` maps stacked observations to actions (None: uniformly random actions)."""
+    ``act`` maps stacked observations to actions (None: uniformly random actions). With
+    ``attempts`` > 1, an episode that ends short of the goal starts again from the same start
+    level, up to ``attempts`` times; the last attempt's level is the result."""
     envs = [make_env() for _ in range(episodes)]
     obs = []
     starts = []
@@ -67,6 +70,7 @@ def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[
     finals: list[np.ndarray | None] = [None] * episodes
     env_goals = [False] * episodes
     lengths = [0] * episodes
+    tries = [1] * episodes
     active = list(range(episodes))
     while active:
         if act is None:
@@ -78,7 +82,12 @@ def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[
             o, _, terminated, truncated, info = envs[i].step(action)
             obs[i] = o
             lengths[i] += 1
-            if terminated or truncated:
+            if (terminated or truncated) and not info["goal"] and tries[i] < attempts:
+                tries[i] += 1  # again from the same start (a generator may retry: the goal is checkable)
+                obs[i], _ = envs[i].reset(options={"level": starts[i]})
+                lengths[i] = 0
+                still.append(i)
+            elif terminated or truncated:
                 finals[i] = envs[i].unwrapped.level
                 env_goals[i] = bool(info["goal"])
             else:
@@ -86,7 +95,7 @@ def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[
         active = still
     for env in envs:
         env.close()
-    return {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths}
+    return {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths, "tries": tries}
 
 
 def goal_targets(problem: Any) -> dict[str, int]:
@@ -100,6 +109,7 @@ def _summary(problem: str, played: dict[str, Any], targets: dict[str, int]) -> d
     metrics["env_goal_rate"] = float(np.mean(played["env_goals"]))
     metrics["changes"] = float(np.mean([(s != f).mean() for s, f in zip(starts, finals, strict=True)]))
     metrics["episode_length"] = float(np.mean(played["lengths"]))
+    metrics["attempts"] = float(np.mean(played["tries"]))
     return dict(sorted(metrics.items()))
 
 
@@ -109,6 +119,7 @@ def evaluate_levels(
     seed: int = 10_000,
     deterministic: bool = False,
     write: bool = True,
+    attempts: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a ``task: levels`` run folder (its ``model.zip``, or the latest checkpoint of a
     run still training) against the random policy, or
@@ -117,6 +128,10 @@ def evaluate_levels(
     Returns ``{"env", "episodes", "seed", "deterministic", "policy": {...}, "random": {...}}``;
     for a run folder it is also written to ``RUN_DIR/levels_eval.json`` and the policy's final
     levels to ``RUN_DIR/samples/eval_levels.jsonl`` (``write=False`` skips both).
+
+    ``attempts`` > 1 lets each policy retry a start level that it did not bring to the goal (a
+    generator can check the goal and try again), up to that many times: ``goal_rate`` is then the
+    rate within that many attempts, and ``attempts`` the mean number used.
     """
     from rl4gen.config import ConfigError, read_yaml
     from rl4gen.envs.levels.train import (
@@ -129,6 +144,8 @@ def evaluate_levels(
 
     if episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}.")
+    if attempts < 1:
+        raise ConfigError(f"--attempts must be at least 1, got {attempts}.")
     path = Path(source)
     run_dir: Path | None = None
     if (path / "config.yaml").is_file():
@@ -157,7 +174,7 @@ def evaluate_levels(
     targets = goal_targets(probe.unwrapped.problem)
     probe.close()
 
-    result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic}
+    result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic, "attempts": attempts}
     if run_dir is not None:
         model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu")  # policy class and kwargs come from the zip
         result["model"] = str(model_path.relative_to(run_dir))
@@ -166,9 +183,9 @@ def evaluate_levels(
             actions, _ = model.predict(obs, deterministic=deterministic)
             return np.asarray(actions)
 
-        played = _play(make_env, episodes, seed, act)
+        played = _play(make_env, episodes, seed, act, attempts)
         result["policy"] = _summary(problem, played, targets)
-    result["random"] = _summary(problem, _play(make_env, episodes, seed, None), targets)
+    result["random"] = _summary(problem, _play(make_env, episodes, seed, None, attempts), targets)
     if run_dir is not None and write:
         (run_dir / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         records = [level_record(level, problem, env=f"rl4gen/{cfg.env}-v0", source="eval") for level in played["finals"]]
