@@ -57,7 +57,7 @@ def ceiling(problem: str, episodes: int, seed: int, change_percentage: float, be
         lower = count_lower_bound(env.problem, start)
         result = search_goal_level(env.problem, start, env.max_changes, beam_width=beam_width, time_limit=time_limit, seed=seed + i)
         records.append({
-            "episode": i, "goal": result.goal, "edits": result.edits, "deficit": result.deficit,
+            "episode": i, "goal": result.goal, "env_goal": result.env_goal, "edits": result.edits, "deficit": result.deficit,
             "count_lower_bound": lower, "evaluations": result.evaluations, "rounds": result.rounds,
             "seconds": result.seconds, "check": result.check, "level": result.level, "start": start,
         })
@@ -69,6 +69,7 @@ def ceiling(problem: str, episodes: int, seed: int, change_percentage: float, be
         "episodes": episodes, "seed": seed, "beam_width": beam_width, "time_limit": time_limit,
         "found_rate": rate, "found_rate_se": math.sqrt(rate * (1 - rate) / episodes),
         "upper_bound": 1 - impossible / episodes,
+        "checker_disagreements": sum(r["env_goal"] and not r["goal"] for r in records),
         "mean_edits": float(np.mean([r["edits"] for r in found])) if found else None,
         "max_edits": max((r["edits"] for r in found), default=None),
         "mean_seconds": float(np.mean([r["seconds"] for r in records])),
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 ])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(json.dumps({k: {m: v[m] for m in ("found_rate", "upper_bound", "mean_edits")} for k, v in report.items()}))
+    print(json.dumps({k: {m: v.get(m) for m in ("found_rate", "upper_bound", "mean_edits", "checker_disagreements")} for k, v in report.items()}))
     return 0
 
 

@@ -53,7 +53,7 @@ OBJECT_TILES = 2
 class SearchResult:
     """What the search found for one start level."""
 
-    #: a goal level was found (and the independent checker agreed)
+    #: a goal level was found and the independent checker agreed
     goal: bool
     #: the goal level, or the lowest-deficit level seen when none was found
     level: np.ndarray
@@ -69,6 +69,8 @@ class SearchResult:
     seconds: float
     #: the independent checker's statistics of ``level``
     check: dict[str, float] = field(default_factory=dict)
+    #: the problem's own goal test held at ``level`` (``goal`` adds the checker's agreement)
+    env_goal: bool = False
 
 
 def deficit(problem: Problem, stats: Stats, start: Stats) -> float:
@@ -113,6 +115,7 @@ def count_edits(problem: Problem, stats: Stats) -> int:
     minimised over the allowed ``m``. Binary's goal needs no count: 0.
     """
     cells = problem.width * problem.height
+    options: list[tuple[int, ...]]
     if problem.name == "zelda":
         have = [int(stats[k]) for k in ("player", "key", "door", "enemies")]
         # the optimum keeps the enemies between 1 and the count that balances the others
@@ -236,7 +239,9 @@ def search_goal_level(
     if found is not None:
         level = np.array(found[0], dtype=np.uint8).reshape(shape)
         verdict = check_level(problem.name, level, start, **targets)
-        return SearchResult(verdict.goal, level, found[1], 0.0, evaluations, rounds, time.process_time() - clock, verdict.stats)
+        return SearchResult(
+            verdict.goal, level, found[1], 0.0, evaluations, rounds, time.process_time() - clock, verdict.stats, env_goal=True
+        )
     level = np.array(best[1], dtype=np.uint8).reshape(shape)
     verdict = check_level(problem.name, level, start, **targets)
     return SearchResult(False, level, best[2], best[0], evaluations, rounds, time.process_time() - clock, verdict.stats)
