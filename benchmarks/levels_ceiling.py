@@ -18,6 +18,9 @@ problem and budget:
 - ``s/level``: mean and largest process time per start level (the search of a start with no goal
   found runs until ``--time-limit``).
 
+``--only 2,8,13`` searches only those episodes (e.g. the unsolved ones of an earlier run, with a
+wider beam and a longer time limit); the rates are then over those episodes.
+
 Results go to ``--json`` (default ``benchmarks/results/levels_ceiling.json``; entries of other
 problems or budgets already in the file are kept) and, with ``--levels-dir DIR``, the found levels
 to ``DIR/samples/levels.jsonl`` (``rl4gen levels show DIR`` draws them).
@@ -46,12 +49,14 @@ from rl4gen.envs.levels.samples import level_record, write_levels
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "levels_ceiling.json"
 
 
-def ceiling(problem: str, episodes: int, seed: int, change_percentage: float, beam_width: int, time_limit: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Search every start level of one problem and budget: (summary, one record per start)."""
+def ceiling(
+    problem: str, episodes: list[int], seed: int, change_percentage: float, beam_width: int, time_limit: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Search the start levels ``episodes`` of one problem and budget: (summary, one record per start)."""
     env = LevelEnv(problem, "wide", change_percentage=change_percentage)
     records = []
     wall = time.perf_counter()
-    for i in range(episodes):
+    for i in episodes:
         env.reset(seed=seed + i)
         start = env.level
         lower = count_lower_bound(env.problem, start)
@@ -62,13 +67,13 @@ def ceiling(problem: str, episodes: int, seed: int, change_percentage: float, be
             "seconds": result.seconds, "check": result.check, "level": result.level, "start": start,
         })
     found = [r for r in records if r["goal"]]
-    rate = len(found) / episodes
+    rate = len(found) / len(records)
     impossible = sum(r["count_lower_bound"] > env.max_changes for r in records)
     summary = {
         "problem": problem, "change_percentage": change_percentage, "max_changes": env.max_changes,
-        "episodes": episodes, "seed": seed, "beam_width": beam_width, "time_limit": time_limit,
-        "found_rate": rate, "found_rate_se": math.sqrt(rate * (1 - rate) / episodes),
-        "upper_bound": 1 - impossible / episodes,
+        "episodes": len(records), "seed": seed, "beam_width": beam_width, "time_limit": time_limit,
+        "found_rate": rate, "found_rate_se": math.sqrt(rate * (1 - rate) / len(records)),
+        "upper_bound": 1 - impossible / len(records),
         "checker_disagreements": sum(r["env_goal"] and not r["goal"] for r in records),
         "mean_edits": float(np.mean([r["edits"] for r in found])) if found else None,
         "max_edits": max((r["edits"] for r in found), default=None),
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--change-percentage", default="0.2", help="change budget(s) as fractions of the tiles, comma-separated")
     parser.add_argument("--beam-width", type=int, default=16, help="levels kept per round of the beam search")
     parser.add_argument("--time-limit", type=float, default=5.0, help="process seconds of search per start level")
+    parser.add_argument("--only", help="search only these episodes, comma-separated (e.g. the unsolved ones of an earlier run)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file (entries for other settings are kept)")
     parser.add_argument("--levels-dir", type=Path, help="also write the found goal levels to DIR/samples/levels.jsonl")
     args = parser.parse_args(argv)
@@ -104,13 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--change-percentage must be fractions in (0, 1], got {args.change_percentage!r}.")
     if args.episodes < 1 or args.beam_width < 1 or args.time_limit <= 0:
         parser.error("--episodes and --beam-width must be at least 1 and --time-limit positive.")
+    episodes = list(range(args.episodes))
+    if args.only:
+        try:
+            episodes = sorted({int(e) for e in args.only.split(",")})
+        except ValueError:
+            parser.error(f"--only must be episode numbers like 2,8,13, got {args.only!r}.")
+        if episodes[0] < 0:
+            parser.error(f"--only must be episode numbers of at least 0, got {args.only!r}.")
 
     report = json.loads(args.json.read_text()) if args.json.is_file() else {}
     header = f"{'problem':8} {'budget':>11} {'found':>12} {'upper':>6} {'edits':>6} {'s/level':>8} {'max s':>6}"
     print(header)
     for problem in problems:
         for budget in budgets:
-            summary, records = ceiling(problem, args.episodes, args.seed, budget, args.beam_width, args.time_limit)
+            summary, records = ceiling(problem, episodes, args.seed, budget, args.beam_width, args.time_limit)
             edits = "-" if summary["mean_edits"] is None else f"{summary['mean_edits']:.1f}"
             print(
                 f"{problem:8} {budget:>4} ({summary['max_changes']:>3}) "

@@ -83,13 +83,14 @@ def test_count_edits_by_hand() -> None:
 def test_benchmark_script_writes_verified_results(tmp_path: Path) -> None:
     out = tmp_path / "ceiling.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "levels_ceiling.py"), "--problem", "sokoban", "--episodes", "2",
-         "--seed", "10016", "--time-limit", "1", "--json", str(out), "--levels-dir", str(tmp_path / "levels")],
+        [sys.executable, str(REPO / "benchmarks" / "levels_ceiling.py"), "--problem", "sokoban", "--only", "17,16",
+         "--time-limit", "1", "--json", str(out), "--levels-dir", str(tmp_path / "levels")],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     entry = json.loads(out.read_text())["sokoban@0.2"]
-    assert entry["max_changes"] == 5 and entry["episodes"] == 2 and len(entry["per_level"]) == 2
+    assert entry["max_changes"] == 5 and entry["episodes"] == 2
+    assert [r["episode"] for r in entry["per_level"]] == [16, 17] and entry["checker_disagreements"] == 0
     assert entry["found_rate"] == 1.0 and entry["upper_bound"] == 1.0  # starts 10016, 10017: both reachable
     lines = (tmp_path / "levels" / "samples" / "levels.jsonl").read_text().splitlines()
     assert len(lines) == 2
@@ -98,9 +99,13 @@ def test_benchmark_script_writes_verified_results(tmp_path: Path) -> None:
     assert proc.stdout.splitlines()[1].startswith("sokoban")
 
 
-def test_benchmark_script_rejects_an_unknown_problem() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--problem", "mario"], "unknown problem 'mario'"), (["--only", "2,x"], "--only must be episode numbers")],
+)
+def test_benchmark_script_rejects_bad_arguments(args: list[str], message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "levels_ceiling.py"), "--problem", "mario", "--json", "/dev/null"],
+        [sys.executable, str(REPO / "benchmarks" / "levels_ceiling.py"), *args, "--json", "/dev/null"],
         capture_output=True, text=True, timeout=60, check=False,
     )
-    assert proc.returncode == 2 and "unknown problem 'mario'" in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr
