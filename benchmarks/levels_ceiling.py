@@ -22,8 +22,9 @@ problem and budget:
 wider beam and a longer time limit); the rates are then over those episodes.
 
 Results go to ``--json`` (default ``benchmarks/results/levels_ceiling.json``; entries of other
-problems or budgets already in the file are kept) and, with ``--levels-dir DIR``, the found levels
-to ``DIR/samples/levels.jsonl`` (``rl4gen levels show DIR`` draws them).
+problems or budgets already in the file are kept) and, with ``--levels-dir DIR``, each found goal
+level after its start level to ``DIR/samples/levels.jsonl`` (``rl4gen levels show DIR --columns 8``
+draws them as start/goal pairs).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=5.0, help="process seconds of search per start level")
     parser.add_argument("--only", help="search only these episodes, comma-separated (e.g. the unsolved ones of an earlier run)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file (entries for other settings are kept)")
-    parser.add_argument("--levels-dir", type=Path, help="also write the found goal levels to DIR/samples/levels.jsonl")
+    parser.add_argument("--levels-dir", type=Path, help="also write each found goal level after its start level to DIR/samples/levels.jsonl")
     args = parser.parse_args(argv)
 
     problems = list(PROBLEMS) if args.problem == "all" else args.problem.split(",")
@@ -137,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             ]
             report[f"{problem}@{budget}"] = summary
             if args.levels_dir is not None:
+                env_name = f"rl4gen/{problem}-wide-v0"
                 write_levels(args.levels_dir, [
-                    level_record(r["level"], problem, env=f"rl4gen/{problem}-wide-v0", source="ceiling", goal=True,
-                                 episode=r["episode"], edits=r["edits"], stats=r["check"])
+                    record
                     for r in records if r["goal"]
+                    for record in (
+                        level_record(r["start"], problem, env=env_name, source="start", goal=False, episode=r["episode"]),
+                        level_record(r["level"], problem, env=env_name, source="ceiling", goal=True,
+                                     episode=r["episode"], edits=r["edits"], stats=r["check"]),
+                    )
                 ])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")

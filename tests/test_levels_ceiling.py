@@ -92,10 +92,12 @@ def test_benchmark_script_writes_verified_results(tmp_path: Path) -> None:
     assert entry["max_changes"] == 5 and entry["episodes"] == 2
     assert [r["episode"] for r in entry["per_level"]] == [16, 17] and entry["checker_disagreements"] == 0
     assert entry["found_rate"] == 1.0 and entry["upper_bound"] == 1.0  # starts 10016, 10017: both reachable
-    lines = (tmp_path / "levels" / "samples" / "levels.jsonl").read_text().splitlines()
-    assert len(lines) == 2
-    for line in lines:
-        assert check_level("sokoban", parse_level("\n".join(json.loads(line)["level"]), "sokoban")).goal
+    records = [json.loads(line) for line in (tmp_path / "levels" / "samples" / "levels.jsonl").read_text().splitlines()]
+    assert [(r["source"], r["episode"]) for r in records] == [("start", 16), ("ceiling", 16), ("start", 17), ("ceiling", 17)]
+    for start, found in zip(records[::2], records[1::2], strict=True):
+        start_level, level = (parse_level("\n".join(r["level"]), "sokoban") for r in (start, found))
+        assert check_level("sokoban", level).goal and not check_level("sokoban", start_level).goal
+        assert int((level != start_level).sum()) == found["edits"] <= 5
     assert proc.stdout.splitlines()[1].startswith("sokoban")
 
 
