@@ -150,13 +150,69 @@ def _moves(cells: list[int], num_tiles: int, swaps: bool) -> list[tuple[int, int
     return out
 
 
+class _Pass:
+    """What one search shares across its beam passes: the start, the scoring and the counters."""
+
+    def __init__(self, problem: Problem, start: np.ndarray, max_changes: int, score: Callable[[Problem, Stats, Stats], float]) -> None:
+        self.problem = problem
+        self.max_changes = max_changes
+        self.score = score
+        self.cells = start.ravel().tolist()
+        self.masks = problem.grid.masks(start, problem.num_tiles)
+        self.stats = problem.stats(self.masks)
+        self.swaps = problem.num_tiles > OBJECT_TILES
+        self.evaluations = 1
+        #: (deficit, cells, edits) of the lowest-deficit level seen
+        self.best: tuple[float, list[int], int] = (score(problem, self.stats, self.stats), self.cells, 0)
+
+    def run(self, beam_width: int, noise: float, rng: np.random.Generator, deadline: float) -> tuple[list[int], int] | None:
+        """One beam pass from the start: ``(cells, edits)`` of the first goal level met, or None."""
+        problem, start_cells, start_stats, bits = self.problem, self.cells, self.stats, self.problem.grid.cell_bits
+        beam: list[tuple[list[int], list[int], int]] = [(start_cells, self.masks, 0)]  # (cells, masks, edits)
+        for _ in range(self.max_changes):
+            children: dict[tuple[int, ...], tuple[float, list[int], list[int], int]] = {}
+            for cells, masks, edits in beam:
+                for i, ti, j, tj in _moves(cells, problem.num_tiles, self.swaps):
+                    new_edits = edits + (ti != start_cells[i]) - (cells[i] != start_cells[i])
+                    if j >= 0:
+                        new_edits += (tj != start_cells[j]) - (cells[j] != start_cells[j])
+                    if new_edits > self.max_changes:
+                        continue
+                    new_masks = list(masks)
+                    new_masks[cells[i]] ^= bits[i]
+                    new_masks[ti] |= bits[i]
+                    if j >= 0:
+                        new_masks[cells[j]] ^= bits[j]
+                        new_masks[tj] |= bits[j]
+                    key = tuple(new_masks)
+                    if key in children:
+                        continue
+                    stats = problem.stats(new_masks)
+                    self.evaluations += 1
+                    new_cells = list(cells)
+                    new_cells[i] = ti
+                    if j >= 0:
+                        new_cells[j] = tj
+                    if problem.goal(stats, start_stats):
+                        return new_cells, new_edits
+                    value = self.score(problem, stats, start_stats)
+                    if value < self.best[0]:
+                        self.best = (value, new_cells, new_edits)
+                    children[key] = (value + noise * rng.random() + 1e-6 * rng.random(), new_cells, new_masks, new_edits)
+            if not children or time.process_time() > deadline:
+                return None
+            kept = heapq.nsmallest(beam_width, children.values(), key=lambda c: c[0])
+            beam = [(cells, masks, edits) for _, cells, masks, edits in kept]
+        return None
+
+
 def search_goal_level(
     problem: Problem,
     start: np.ndarray,
     max_changes: int,
     *,
     beam_width: int = 16,
-    time_limit: float = 6.0,
+    time_limit: float = 5.0,
     max_rounds: int = 1000,
     seed: int = 0,
     score: Callable[[Problem, Stats, Stats], float] = deficit,
@@ -179,69 +235,25 @@ def search_goal_level(
     """
     clock = time.process_time()
     rng = np.random.default_rng(seed)
-    grid, num_tiles = problem.grid, problem.num_tiles
     start = np.asarray(start).astype(np.uint8)
-    start_cells = start.ravel().tolist()
-    bits = grid.cell_bits
-    start_masks = grid.masks(start, num_tiles)
-    start_stats = problem.stats(start_masks)
-    swaps = num_tiles > OBJECT_TILES
-    targets = goal_targets(problem)
-    evaluations = 1
-    best = (score(problem, start_stats, start_stats), start_cells, 0)
-    found: tuple[list[int], int] | None = None
-    if problem.goal(start_stats, start_stats):
-        found = (start_cells, 0)
+    search = _Pass(problem, start, max_changes, score)
+    found = (search.cells, 0) if problem.goal(search.stats, search.stats) else None
     rounds = 0
     while found is None and rounds < max_rounds and (rounds == 0 or time.process_time() - clock < time_limit):
-        noise = 0.0 if rounds == 0 else min(0.5 * rounds, 8.0)
+        noise = 0.0 if rounds == 0 else min(0.5 * rounds, 8.0)  # restarts: growing noise on the scores
         rounds += 1
-        # beam entries: (cells, masks, edits)
-        beam: list[tuple[list[int], list[int], int]] = [(start_cells, start_masks, 0)]
-        for _ in range(max_changes):
-            children: dict[tuple[int, ...], tuple[float, list[int], list[int], int]] = {}
-            for cells, masks, edits in beam:
-                for i, ti, j, tj in _moves(cells, num_tiles, swaps):
-                    new_edits = edits + (ti != start_cells[i]) - (cells[i] != start_cells[i])
-                    if j >= 0:
-                        new_edits += (tj != start_cells[j]) - (cells[j] != start_cells[j])
-                    if new_edits > max_changes:
-                        continue
-                    new_masks = list(masks)
-                    new_masks[cells[i]] ^= bits[i]
-                    new_masks[ti] |= bits[i]
-                    if j >= 0:
-                        new_masks[cells[j]] ^= bits[j]
-                        new_masks[tj] |= bits[j]
-                    key = tuple(new_masks)
-                    if key in children:
-                        continue
-                    stats = problem.stats(new_masks)
-                    evaluations += 1
-                    new_cells = list(cells)
-                    new_cells[i] = ti
-                    if j >= 0:
-                        new_cells[j] = tj
-                    if problem.goal(stats, start_stats):
-                        found = (new_cells, new_edits)
-                        break
-                    value = score(problem, stats, start_stats)
-                    if value < best[0]:
-                        best = (value, new_cells, new_edits)
-                    children[key] = (value + noise * rng.random() + 1e-6 * rng.random(), new_cells, new_masks, new_edits)
-                if found is not None:
-                    break
-            if found is not None or not children or time.process_time() - clock > time_limit:
-                break
-            kept = heapq.nsmallest(beam_width, children.values(), key=lambda c: c[0])
-            beam = [(cells, masks, edits) for _, cells, masks, edits in kept]
-    shape = start.shape
-    if found is not None:
-        level = np.array(found[0], dtype=np.uint8).reshape(shape)
-        verdict = check_level(problem.name, level, start, **targets)
-        return SearchResult(
-            verdict.goal, level, found[1], 0.0, evaluations, rounds, time.process_time() - clock, verdict.stats, env_goal=True
-        )
-    level = np.array(best[1], dtype=np.uint8).reshape(shape)
-    verdict = check_level(problem.name, level, start, **targets)
-    return SearchResult(False, level, best[2], best[0], evaluations, rounds, time.process_time() - clock, verdict.stats)
+        found = search.run(beam_width, noise, rng, clock + time_limit)
+    cells, edits, value = (*found, 0.0) if found is not None else (search.best[1], search.best[2], search.best[0])
+    level = np.array(cells, dtype=np.uint8).reshape(start.shape)
+    verdict = check_level(problem.name, level, start, **goal_targets(problem))
+    return SearchResult(
+        goal=found is not None and verdict.goal,
+        level=level,
+        edits=edits,
+        deficit=value,
+        evaluations=search.evaluations,
+        rounds=rounds,
+        seconds=time.process_time() - clock,
+        check=verdict.stats,
+        env_goal=found is not None,
+    )
