@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -109,3 +111,35 @@ def test_policy_with_goal_features_masks_only_the_tile_planes() -> None:
     assert probs.shape == (1, 5 * 5 * 5)
     assert float(probs[0][torch.as_tensor(obs[:5]).flatten().bool()].sum()) == 0
     assert float((probs[0] > 0).sum()) == 100
+
+
+def test_search_teacher_clones_goal_levels_above_random(tmp_path: Path) -> None:
+    # a 6x6 binary problem: the beam search finds goal levels, the policy clones them before RL
+    sets = ["env=binary-wide", "policy=fullyconv", "channels=16", "goal_features=true", "total_timesteps=128", "num_envs=2",
+            "algorithm_args.n_steps=64", "algorithm_args.batch_size=64", "levels_per_log=0", "run_name=run",
+            f"output_dir={tmp_path}", "teacher_levels=60", "teacher_time_limit=0.5", "teacher_epochs=60"]
+    base = {"env_args": {"problem_options": {"width": 6, "height": 6, "target_path": 4}}}
+    run = train_levels(load_levels_config(None, sets, base=base), show_progress=False).run_dir
+    demos = (run / "teacher" / "demos.jsonl").read_text().splitlines()
+    assert len(demos) >= 50  # the search reaches nearly every start level
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["step"] == 0 and record["teacher/demonstrations"] == len(demos)
+    assert record["teacher/accuracy"] > 0.15  # the most likely edit is one of the demonstration's (uniform: ~0.07)
+    cloned = tmp_path / "cloned"  # the policy right after cloning, before RL
+    cloned.mkdir()
+    (cloned / "config.yaml").write_text((run / "config.yaml").read_text())
+    shutil.copy(run / "checkpoints" / "step_0" / "model.zip", cloned / "model.zip")
+    result = evaluate_levels(cloned, episodes=200, write=False)
+    policy, random = result["policy"], result["random"]
+    assert policy["goal_rate"] == policy["env_goal_rate"]
+    assert policy["goal_rate"] > random["goal_rate"] + 0.07, (policy, random)  # 0.205 vs 0.06
+    # a second run clones the first run's demonstrations without searching again
+    again = train_levels(load_levels_config(None, [*sets[:-3], "run_name=again", "teacher_epochs=1",
+                                                    f"teacher_file={run / 'teacher' / 'demos.jsonl'}"], base=base), show_progress=False)
+    assert not (again.run_dir / "teacher").exists()
+    first = json.loads((again.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["teacher/demonstrations"] == len(demos)
+    with pytest.raises(ConfigError, match="does not fit this environment"):
+        load_levels_config(None, [*sets[:-3], "run_name=bad", f"teacher_file={run / 'teacher' / 'demos.jsonl'}"])  # 14x14
+    with pytest.raises(ConfigError, match="needs policy fullyconv"):
+        load_levels_config(None, ["env=binary-wide", "teacher_levels=10"])

@@ -71,6 +71,18 @@ class LevelsTrainConfig(Strict):
     goal_features: bool = False
     """Wide envs: add GoalFeatures' planes to the observation (distance map along the goal's path,
     its farthest cells, the change budget left, progress on each goal condition)."""
+    teacher_levels: int = Field(0, ge=0)
+    """Before RL, clone a search teacher (policy fullyconv): the beam search finds goal levels for
+    this many start levels and the policy learns to make their edits (rl4gen.envs.levels.teacher);
+    0 = off."""
+    teacher_file: str | None = None
+    """A teacher/demos.jsonl of an earlier run to clone instead of searching again."""
+    teacher_orders: int = Field(3, ge=1)
+    """Random orders in which each demonstration's edits are played (states per demonstration)."""
+    teacher_epochs: int = Field(10, ge=1)
+    """Passes of behaviour cloning over the demonstration states."""
+    teacher_time_limit: float = Field(3.0, gt=0)
+    """Process seconds the search may spend on one start level."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -126,6 +138,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
             raise ConfigError(f"config key 'algorithm_args.{key}' is not an option of {cfg.algorithm}{hint}: remove it.")
     if cfg.policy == "fullyconv" and (not cfg.env.endswith("-wide") or cfg.algorithm == "dqn"):
         raise ConfigError("config key 'policy' fullyconv needs a wide env and ppo or a2c: use policy cnn otherwise.")
+    if (cfg.teacher_levels or cfg.teacher_file) and cfg.policy != "fullyconv":
+        raise ConfigError("config key 'teacher_levels' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop the teacher.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
@@ -135,9 +149,15 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         if key not in env_keys:
             raise ConfigError(f"config key 'env_args.{key}' is not a level environment option: use {', '.join(sorted(env_keys))}.")
     try:
-        _make_env(cfg, 0, None).close()
+        env = _make_env(cfg, 0, None)
     except ValueError as exc:
         raise ConfigError(f"config key 'env_args' is invalid: {exc}") from None
+    if cfg.teacher_file:  # checked before a run folder is made
+        from rl4gen.envs.levels.teacher import load_demonstrations
+
+        problem = env.unwrapped.problem  # type: ignore[attr-defined]  (a LevelEnv)
+        load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
+    env.close()
     return cfg
 
 
@@ -238,6 +258,14 @@ def train_levels(
         model = algo("MlpPolicy", venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
 
     metrics = MetricsLogger(run_dir, cfg.total_timesteps, start_step=start, show_progress=show_progress)
+    if not resume and (cfg.teacher_levels or cfg.teacher_file):
+        try:
+            _clone_teacher(cfg, run_dir, model, metrics, show_progress)
+        except BaseException:
+            metrics.close()
+            venv.close()
+            raise
+        save_checkpoint(model, run_dir, 0)  # the cloned policy, before RL
     writer = MetricsWriter(metrics, cfg.algorithm)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     callback = LevelsCallback(cfg, run_dir, metrics, sink)
@@ -261,6 +289,44 @@ def train_levels(
         metrics.close()
         venv.close()
     return LevelsTrainResult(run_dir, int(model.num_timesteps), model)
+
+
+def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:
+    """Demonstrations from the search teacher (or ``teacher_file``), then behaviour cloning."""
+    import sys
+
+    from rl4gen.envs.levels.teacher import (
+        clone,
+        demonstration_states,
+        load_demonstrations,
+        search_demonstrations,
+    )
+
+    env = _make_env(cfg, 0, None)
+    problem = env.unwrapped.problem  # type: ignore[attr-defined]  (a LevelEnv)
+    if cfg.teacher_file:
+        demos = load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
+    else:
+        path = run_dir / "teacher" / "demos.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+        def progress(done: int, found: int) -> None:
+            if show_progress and (done % 50 == 0 or done == cfg.teacher_levels):
+                sys.stderr.write(f"teacher: searched {done}/{cfg.teacher_levels} start levels, {found} goal levels found\n")
+
+        demos = search_demonstrations(env, cfg.teacher_levels, cfg.seed, cfg.teacher_time_limit, path, progress)
+        if not demos:
+            raise ConfigError("the search teacher found no goal level: raise teacher_time_limit or drop the teacher.")
+    gamma = float(cfg.algorithm_args.get("gamma", model.gamma))
+    observations, to_do, returns = demonstration_states(env, demos, cfg.teacher_orders, gamma, seed=cfg.seed)
+    env.close()
+    result = clone(model.policy, observations, to_do, returns, epochs=cfg.teacher_epochs, seed=cfg.seed)
+    result["teacher/demonstrations"] = float(len(demos))
+    metrics.log(0, result)
+    if show_progress:
+        sys.stderr.write(f"teacher: cloned {len(demos)} demonstrations ({len(observations)} states), "
+                         f"held-out accuracy {result.get('teacher/accuracy', float('nan')):.3f}\n")
 
 
 def save_checkpoint(model: Any, run_dir: Path, timesteps: int) -> Path:
