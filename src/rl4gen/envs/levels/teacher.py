@@ -126,7 +126,7 @@ def demonstration_states(
     Returns ``(observations (N, ...), to_do (N, T·H·W) bool, returns (N,))``: the observation
     before each edit, the flat actions still to do, and the discounted return from there on."""
     rng = np.random.default_rng(seed)
-    problem: Any = env.unwrapped.problem  # type: ignore[attr-defined]  (a LevelEnv)
+    problem: Any = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
     h, w = problem.height, problem.width
     observations: list[np.ndarray] = []
     to_do: list[np.ndarray] = []

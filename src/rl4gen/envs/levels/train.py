@@ -155,7 +155,7 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
     if cfg.teacher_file:  # checked before a run folder is made
         from rl4gen.envs.levels.teacher import load_demonstrations
 
-        problem = env.unwrapped.problem  # type: ignore[attr-defined]  (a LevelEnv)
+        problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
         load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
     env.close()
     return cfg
@@ -303,7 +303,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
     )
 
     env = _make_env(cfg, 0, None)
-    problem = env.unwrapped.problem  # type: ignore[attr-defined]  (a LevelEnv)
+    problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
     if cfg.teacher_file:
         demos = load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
     else:
