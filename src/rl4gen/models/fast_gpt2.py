@@ -9,6 +9,13 @@ reading the model's parameters in place (no copy: updates to the model are seen 
 Rows that have finished can be dropped from the cache (:meth:`GPT2FastDecoder.keep_rows`), so
 a batch whose completions end at different lengths stops paying for the finished ones.
 
+In GRPO and RLOO every prompt is sampled ``num_generations`` times, so the rows of a group share
+their prompt. The training forward (:func:`completion_logits`, :func:`completion_hidden`) then
+runs each distinct prompt once and the completions of all rows on top of their prompt's keys and
+values (:func:`prompt_groups` finds the groups from the tokens themselves); autograd through the
+gather sums each prompt's gradient over its group, so values and gradients are those of the full
+forward. Sampling likewise prefills each distinct prompt once (:meth:`GPT2FastDecoder.prefill`).
+
 Only plain GPT-2 configurations are accepted (:func:`supports`); anything else — LoRA-wrapped
 models, other architectures, unusual attention options — keeps the general transformers path.
 """
@@ -68,20 +75,30 @@ class _GPT2:
         positions: Tensor,  # (B, S)
         mask: Tensor,  # (B, 1, S, L) bool
         cache: tuple[list[Tensor], list[Tensor], int] | None = None,
-    ) -> Tensor:  # (B, S, C) after the final layer norm
-        """The transformer stack; with ``cache`` (keys, values, start) new keys and values are
-        written at ``start`` and attention runs over the cache up to the new end."""
+        *,
+        prefix: list[tuple[Tensor, Tensor]] | None = None,
+        kv_out: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:  # (B, S, C) before the final layer norm
+        """The transformer stack. With ``cache`` (keys, values, start) new keys and values are
+        written at ``start`` and attention runs over the cache up to the new end. With ``prefix``
+        (per layer, keys and values (B, H, P, D) of earlier positions, with gradients) attention
+        runs over the prefix followed by these positions (L = P + S). ``kv_out`` collects this
+        pass's keys and values per layer."""
         b, s = ids.shape
         x = F.embedding(ids, self.t.wte.weight) + F.embedding(positions, self.t.wpe.weight)
         for i, block in enumerate(self.t.h):
             a = self._ln(x, block.ln_1)
             qkv = torch.addmm(block.attn.c_attn.bias, a.reshape(-1, self.d), block.attn.c_attn.weight)
             q, k, v = qkv.view(b, s, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, D)
+            if kv_out is not None:
+                kv_out.append((k, v))
             if cache is not None:
                 keys, values, start = cache
                 keys[i][:, :, start : start + s] = k
                 values[i][:, :, start : start + s] = v
                 k, v = keys[i][:, :, : start + s], values[i][:, :, : start + s]
+            elif prefix is not None:
+                k, v = torch.cat([prefix[i][0], k], dim=2), torch.cat([prefix[i][1], v], dim=2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             y = y.transpose(1, 2).reshape(b * s, self.d)
             x = x + torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight).view(b, s, self.d)
@@ -103,24 +120,67 @@ def prefix_mask(attention_mask: Tensor) -> Tensor:  # (B, S) -> (B, 1, S, S) boo
     return ((causal & attention_mask.bool()[:, None, :]) | eye)[:, None]
 
 
+def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Rows that share their prompt (same tokens, same padding), wherever they sit in the batch.
+
+    Returns ``(first, inverse)``: ``first`` (U,) one row index per distinct prompt, ``inverse``
+    (B,) each row's index into ``first``; None when every row's prompt is distinct (nothing to
+    share)."""
+    rows = prompt_ids.long() * 2 + (prompt_mask != 0).long()  # (B, P): token and padding in one key
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    b, u = rows.shape[0], distinct.shape[0]
+    if u == b:
+        return None
+    index = torch.arange(b, device=rows.device)
+    first = torch.full((u,), b, dtype=torch.long, device=rows.device).scatter_reduce(0, inverse, index, "amin")
+    return first, inverse
+
+
+def _completion_states(
+    gpt: _GPT2, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, share_prompts: bool
+) -> Tensor:  # (B, S - start, C) before the final layer norm
+    """Hidden states at positions ``start - 1 .. S - 2`` (those predicting tokens ``start:``).
+
+    When rows share their prompt (``input_ids[:, :start]``) and ``share_prompts`` is set, each
+    distinct prompt runs once and the completions run on its gathered keys and values: the last
+    completion token, which predicts nothing, is not computed either. The numbers are those of
+    the full forward (up to float rounding); gradients reach the shared prompt summed over its
+    rows through the gathers."""
+    groups = prompt_groups(input_ids[:, :start], attention_mask[:, :start]) if share_prompts else None
+    if groups is None:
+        x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
+        return x[:, start - 1 : -1]
+    first, inverse = groups
+    kv: list[tuple[Tensor, Tensor]] = []
+    prompt_mask = attention_mask[first, :start]
+    x = gpt.hidden(input_ids[first, :start], position_ids[first, :start], prefix_mask(prompt_mask), kv_out=kv)
+    last = x[:, -1:].index_select(0, inverse)  # (B, 1, C): predicts the first completion token
+    if input_ids.shape[1] - start < 2:
+        return last
+    prefix = [(k.index_select(0, inverse), v.index_select(0, inverse)) for k, v in kv]
+    # The full forward's mask, minus the last token, restricted to completion queries.
+    mask = prefix_mask(attention_mask[:, :-1])[:, :, start:]  # (B, 1, S - 1 - start, S - 1)
+    x = gpt.hidden(input_ids[:, start:-1], position_ids[:, start:-1], mask, prefix=prefix)
+    return torch.cat([last, x], dim=1)
+
+
 def completion_logits(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
+    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, *, share_prompts: bool = True
 ) -> Tensor:  # (B, S - start, V)
     """Logits predicting tokens ``start:`` of ``input_ids`` (one forward, with gradients): the
-    LM head runs only where a prediction is needed."""
+    LM head runs only where a prediction is needed, and a prompt shared by several rows is
+    computed once (see :func:`prompt_groups`)."""
     gpt = _GPT2(model)
-    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
-    return gpt.logits(x[:, start - 1 : -1])
+    return gpt.logits(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts))
 
 
 def completion_hidden(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
+    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, *, share_prompts: bool = True
 ) -> tuple[Tensor, Tensor]:  # logits (B, S - start, V), hidden (B, S - start, C)
     """Like :func:`completion_logits`, also returning the last hidden state (after the final
     layer norm, as transformers' ``hidden_states[-1]``) at the same positions, for a value head."""
     gpt = _GPT2(model)
-    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
-    h = gpt._ln(x[:, start - 1 : -1], gpt.t.ln_f)
+    h = gpt._ln(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts), gpt.t.ln_f)
     return h @ gpt.lm_head.T, h
 
 
@@ -141,10 +201,23 @@ class GPT2FastDecoder(_GPT2):
         self.length += ids.shape[1]
         return self.logits(x[:, -1:])[:, -1]  # only the last position is needed for sampling
 
-    def prefill(self, ids: Tensor, attention_mask: Tensor, positions: Tensor) -> Tensor:
-        """Left-padded prompts (B, P) -> next-token logits (B, V)."""
+    def prefill(self, ids: Tensor, attention_mask: Tensor, positions: Tensor, *, share_prompts: bool = True) -> Tensor:
+        """Left-padded prompts (B, P) -> next-token logits (B, V). Rows with the same prompt
+        (``share_prompts``, see :func:`prompt_groups`) are computed once and copied into each
+        row's cache."""
         self.key_ok[:, : ids.shape[1]] = attention_mask.bool()
-        return self._forward(ids, positions, prefix_mask(attention_mask))
+        groups = prompt_groups(ids, attention_mask) if share_prompts else None
+        if groups is None:
+            return self._forward(ids, positions, prefix_mask(attention_mask))
+        first, inverse = groups
+        kv: list[tuple[Tensor, Tensor]] = []
+        x = self.hidden(ids[first], positions[first], prefix_mask(attention_mask[first]), kv_out=kv)
+        p = ids.shape[1]
+        for i, (k, v) in enumerate(kv):
+            self.k[i][:, :, :p] = k.index_select(0, inverse)
+            self.v[i][:, :, :p] = v.index_select(0, inverse)
+        self.length = p
+        return self.logits(x[:, -1:])[:, -1].index_select(0, inverse)
 
     def keep_rows(self, keep: Tensor) -> None:
         """Drop finished rows (``keep`` (A,) bool) so later steps compute only live ones."""

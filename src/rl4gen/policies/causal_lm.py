@@ -119,6 +119,9 @@ class CausalLMPolicy:
         self.fast_decoding = True
         #: On the fast path, drop finished rows once live rows fall to this fraction (0 = never).
         self.compact_fraction = 0.75
+        #: On the fast path, compute a prompt shared by several rows (a GRPO/RLOO group) once, in
+        #: the sampling prefill and in the scoring forward (same numbers, less work).
+        self.share_prompts = True
         if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(model).eval()
             self.ref_model.requires_grad_(False)
@@ -357,7 +360,7 @@ class CausalLMPolicy:
         max_new = self._max_new_tokens(int(prompt_mask.sum(dim=1).max()))
         if fast:
             decoder = fast_gpt2.GPT2FastDecoder(model, b, prompt_ids.shape[1] + max_new)
-            logits = decoder.prefill(prompt_ids, prompt_mask, position_ids)
+            logits = decoder.prefill(prompt_ids, prompt_mask, position_ids, share_prompts=self.share_prompts)
         else:
             out = model(
                 input_ids=prompt_ids,
@@ -486,7 +489,7 @@ class CausalLMPolicy:
         model = self.train_model if model is None else model
         input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
         if self.fast_decoding and fast_gpt2.supports(model):  # unwrapped GPT-2 (not DDP, not LoRA)
-            return fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
+            return fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p, share_prompts=self.share_prompts)
         logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
         return logits[:, p - 1 : -1, :]
 
@@ -494,7 +497,7 @@ class CausalLMPolicy:
         """Logits (B, T, V) and last hidden states (B, T, C) at the completion positions."""
         input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
         if self.fast_decoding and fast_gpt2.supports(model):
-            return fast_gpt2.completion_hidden(model, input_ids, attn, position_ids, p)
+            return fast_gpt2.completion_hidden(model, input_ids, attn, position_ids, p, share_prompts=self.share_prompts)
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=True)
         return out.logits[:, p - 1 : -1, :], out.hidden_states[-1][:, p - 1 : -1, :]
 
