@@ -1,0 +1,146 @@
+"""Shared-prompt computation on vs off, alternating in one process: the ratio of the two.
+
+    python benchmarks/shared_prompt.py            # both settings, ~2 minutes on one thread
+    python benchmarks/shared_prompt.py --tiny     # a seconds-long smoke run (used by the tests)
+
+In GRPO/RLOO the rows of a group share their prompt; ``CausalLMPolicy.share_prompts`` (on by
+default) makes the fast GPT-2 path compute each distinct prompt once in the training forward, the
+reference forward and the sampling prefill. This script times the same operations on the same
+rollout with the switch on and off, alternating the two every repetition (so machine drift hits
+both alike), and prints the median of each and their ratio (off / on: > 1 means sharing is
+faster). Each figure is taken by two clocks: the process's CPU time, which a loaded machine
+barely disturbs on one thread, and the wall clock beside it.
+
+Settings: ``grpo_vs_trl`` is the GRPO-vs-TRL benchmark's shape (GPT-2 with 4 layers, 256 wide,
+2 prompts x 8 generations, Shakespeare line starts of <= 24 characters, 64 completion tokens);
+``arithmetic`` is the arithmetic recipe's (2 layers, 128 wide, 64 prompts x 8, 8-token prompts,
+<= 5 completion tokens). Weights are random (timing does not depend on them); the rollout is
+sampled once and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rl4gen.config import GenerationConfig
+from rl4gen.policies.causal_lm import CausalLMPolicy
+
+
+@dataclass
+class Shape:
+    name: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    prompts: int
+    num_generations: int
+    max_completion_length: int
+
+
+SHAPES = [
+    Shape("grpo_vs_trl", n_layer=4, n_embd=256, n_head=4, prompts=2, num_generations=8, max_completion_length=64),
+    Shape("arithmetic", n_layer=2, n_embd=128, n_head=4, prompts=64, num_generations=8, max_completion_length=5),
+]
+TINY = [Shape("tiny", n_layer=1, n_embd=32, n_head=2, prompts=2, num_generations=4, max_completion_length=8)]
+
+
+def build_policy(shape: Shape) -> tuple[CausalLMPolicy, list[str]]:
+    """A random-weight policy over the shape's alphabet and ``shape.prompts`` distinct prompts."""
+    from rl4gen import quiet_transformers
+    from rl4gen.models.char_gpt import build_char_tokenizer, build_tiny_gpt
+
+    quiet_transformers()
+    if shape.name == "arithmetic":
+        from rl4gen.tasks.arithmetic import ALPHABET, ArithmeticTask
+
+        contexts = [c["prompt"] for c in ArithmeticTask().train_contexts(torch.Generator().manual_seed(0), shape.prompts)]
+    else:
+        from rl4gen.tasks.shakespeare import ALPHABET, ShakespeareTask
+
+        contexts = [c["prompt"][:24] for c in ShakespeareTask().eval_contexts(shape.prompts)]
+    tokenizer = build_char_tokenizer(ALPHABET)
+    torch.manual_seed(0)
+    model = build_tiny_gpt(len(tokenizer), n_positions=128, n_embd=shape.n_embd, n_layer=shape.n_layer, n_head=shape.n_head)
+    generation = GenerationConfig(temperature=1.0, max_completion_length=shape.max_completion_length)
+    return CausalLMPolicy(model, tokenizer, generation, use_reference=True), contexts
+
+
+def operations(policy: CausalLMPolicy, contexts: list[str], shape: Shape) -> dict[str, Callable[[], Any]]:
+    """The timed operations, all on one rollout sampled up front."""
+    rollout = policy.sample(contexts, shape.num_generations, generator=torch.Generator().manual_seed(0))
+
+    def train() -> None:  # the update's forward + backward (GRPO's loss reduced to its core)
+        logp = policy.log_probs(rollout)
+        (-(logp * rollout.mask).sum() / rollout.mask.sum()).backward()
+        for p in policy.model.parameters():
+            p.grad = None
+
+    return {
+        "train forward+backward": train,
+        "reference forward": lambda: policy.ref_log_probs(rollout),
+        "sampling": lambda: policy.sample(contexts, shape.num_generations, generator=torch.Generator().manual_seed(1)),
+    }
+
+
+def measure(policy: CausalLMPolicy, op: Callable[[], Any], repeats: int) -> dict[str, dict[str, float]]:
+    """Median CPU and wall seconds with sharing on and off, alternating (and swapping which goes
+    first) every repetition; one untimed warm-up of each first."""
+    times: dict[bool, dict[str, list[float]]] = {s: {"cpu": [], "wall": []} for s in (True, False)}
+    for share in (True, False):
+        policy.share_prompts = share
+        op()
+    for r in range(repeats):
+        for share in (True, False) if r % 2 == 0 else (False, True):
+            policy.share_prompts = share
+            c0, w0 = time.process_time(), time.perf_counter()
+            op()
+            times[share]["cpu"].append(time.process_time() - c0)
+            times[share]["wall"].append(time.perf_counter() - w0)
+    policy.share_prompts = True
+    med = {("on" if s else "off"): {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}
+    return {**med, "ratio": {k: med["off"][k] / med["on"][k] for k in ("cpu", "wall")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--repeats", type=int, default=30, help="timed repetitions of each side")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--shapes", default="grpo_vs_trl,arithmetic")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    shapes = TINY if args.tiny else [s for s in SHAPES if s.name in args.shapes.split(",")]
+    repeats = 3 if args.tiny else args.repeats
+    report: dict[str, Any] = {"threads": args.threads, "repeats": repeats, "shapes": {}}
+    lines = []
+    for shape in shapes:
+        policy, contexts = build_policy(shape)
+        results = {name: measure(policy, op, repeats) for name, op in operations(policy, contexts, shape).items()}
+        # A GRPO step is about sampling + the update's forward/backward (+ the reference forward
+        # when beta > 0); the estimate sums the medians (reward and optimizer step left out).
+        for beta, parts in (("0", ["sampling", "train forward+backward"]), ("0.04", list(results))):
+            results[f"estimated step (beta={beta})"] = {
+                "ratio": {k: sum(results[p]["off"][k] for p in parts) / sum(results[p]["on"][k] for p in parts) for k in ("cpu", "wall")}
+            }
+        report["shapes"][shape.name] = {"shape": asdict(shape), "results": results}
+        for name, r in results.items():
+            times = f"  (off {r['off']['cpu'] * 1e3:.1f} ms, on {r['on']['cpu'] * 1e3:.1f} ms CPU)" if "on" in r else ""
+            lines.append(f"{shape.name}: {name} off/on: {r['ratio']['cpu']:.2f}x CPU time [{r['ratio']['wall']:.2f}x wall]{times}")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
