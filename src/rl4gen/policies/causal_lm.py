@@ -8,6 +8,11 @@ with gradients. The reference for the KL term is a frozen copy of the starting w
 a LoRA policy, the same model with its adapter disabled. Algorithms with a critic (PPO) add a
 value head (:meth:`CausalLMPolicy.add_value_head`): a linear layer on the last hidden state,
 sharing the model's forward pass, trained in full also when the model is a LoRA adapter.
+
+On plain GPT-2 models (:mod:`rl4gen.models.fast_gpt2`) rows that share their prompt — the
+``num_generations`` samples of a GRPO/RLOO group, found from the prompt tokens themselves — run
+that prompt once, in the sampling prefill and in the scoring forward (``share_prompts``, on by
+default; the numbers are those of the full forward).
 """
 
 from __future__ import annotations
