@@ -1,15 +1,17 @@
-"""Shared-prompt computation on vs off, alternating in one process: the ratio of the two.
+"""Shared prompts and skipped padding on vs off, alternating in one process: the ratios.
 
     python benchmarks/shared_prompt.py            # both settings, ~2 minutes on one thread
     python benchmarks/shared_prompt.py --tiny     # a seconds-long smoke run (used by the tests)
 
 In GRPO/RLOO the rows of a group share their prompt; ``CausalLMPolicy.share_prompts`` (on by
 default) makes the fast GPT-2 path compute each distinct prompt once in the training forward, the
-reference forward and the sampling prefill. This script times the same operations on the same
-rollout with the switch on and off, alternating the two every repetition (so machine drift hits
-both alike), and prints the median of each and their ratio (off / on: > 1 means sharing is
-faster). Each figure is taken by two clocks: the process's CPU time, which a loaded machine
-barely disturbs on one thread, and the wall clock beside it.
+reference forward and the sampling prefill, and ``CausalLMPolicy.skip_padding`` (on by default)
+lets the scoring forwards skip most padding after each row's end. This script times the same
+operations on the same rollout in three modes — ``off`` (both off: the full forward), ``shared``
+(prompts shared only) and ``on`` (both) — rotating the order every repetition (so machine drift
+hits all alike), and prints each mode's speed-up over ``off`` (> 1 is faster) from the medians.
+Each figure is taken by two clocks: the process's CPU time, which a loaded machine barely
+disturbs on one thread, and the wall clock beside it.
 
 Settings: ``grpo_vs_trl`` is the GRPO-vs-TRL benchmark's shape (GPT-2 with 4 layers, 256 wide,
 2 prompts x 8 generations, Shakespeare line starts of <= 24 characters, 64 completion tokens);
@@ -91,23 +93,29 @@ def operations(policy: CausalLMPolicy, contexts: list[str], shape: Shape) -> dic
     }
 
 
+#: What each side runs: (share_prompts, skip_padding).
+MODES = {"off": (False, False), "shared": (True, False), "on": (True, True)}
+
+
 def measure(policy: CausalLMPolicy, op: Callable[[], Any], repeats: int) -> dict[str, dict[str, float]]:
-    """Median CPU and wall seconds with sharing on and off, alternating (and swapping which goes
-    first) every repetition; one untimed warm-up of each first."""
-    times: dict[bool, dict[str, list[float]]] = {s: {"cpu": [], "wall": []} for s in (True, False)}
-    for share in (True, False):
-        policy.share_prompts = share
+    """Median CPU and wall seconds of ``op`` in each of :data:`MODES`, alternating (rotating
+    which goes first) every repetition; one untimed warm-up of each first. Ratios are off / mode."""
+    times: dict[str, dict[str, list[float]]] = {m: {"cpu": [], "wall": []} for m in MODES}
+    names = list(MODES)
+    for name in names:
+        policy.share_prompts, policy.skip_padding = MODES[name]
         op()
     for r in range(repeats):
-        for share in (True, False) if r % 2 == 0 else (False, True):
-            policy.share_prompts = share
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            policy.share_prompts, policy.skip_padding = MODES[name]
             c0, w0 = time.process_time(), time.perf_counter()
             op()
-            times[share]["cpu"].append(time.process_time() - c0)
-            times[share]["wall"].append(time.perf_counter() - w0)
-    policy.share_prompts = True
-    med = {("on" if s else "off"): {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}
-    return {**med, "ratio": {k: med["off"][k] / med["on"][k] for k in ("cpu", "wall")}}
+            times[name]["cpu"].append(time.process_time() - c0)
+            times[name]["wall"].append(time.perf_counter() - w0)
+    policy.share_prompts, policy.skip_padding = MODES["on"]
+    med = {m: {k: statistics.median(v) for k, v in t.items()} for m, t in times.items()}
+    ratios = {f"off/{m}": {k: med["off"][k] / med[m][k] for k in ("cpu", "wall")} for m in names[1:]}
+    return {**med, **ratios}
 
 
 def main() -> None:
@@ -131,12 +139,16 @@ def main() -> None:
         # when beta > 0); the estimate sums the medians (reward and optimizer step left out).
         for beta, parts in (("0", ["sampling", "train forward+backward"]), ("0.04", list(results))):
             results[f"estimated step (beta={beta})"] = {
-                "ratio": {k: sum(results[p]["off"][k] for p in parts) / sum(results[p]["on"][k] for p in parts) for k in ("cpu", "wall")}
+                f"off/{m}": {k: sum(results[p]["off"][k] for p in parts) / sum(results[p][m][k] for p in parts) for k in ("cpu", "wall")}
+                for m in list(MODES)[1:]
             }
         report["shapes"][shape.name] = {"shape": asdict(shape), "results": results}
         for name, r in results.items():
-            times = f"  (off {r['off']['cpu'] * 1e3:.1f} ms, on {r['on']['cpu'] * 1e3:.1f} ms CPU)" if "on" in r else ""
-            lines.append(f"{shape.name}: {name} off/on: {r['ratio']['cpu']:.2f}x CPU time [{r['ratio']['wall']:.2f}x wall]{times}")
+            figures = ", ".join(
+                f"{m}: {r['off/' + m]['cpu']:.2f}x CPU [{r['off/' + m]['wall']:.2f}x wall]" for m in list(MODES)[1:]
+            )
+            times = " (" + ", ".join(f"{m} {r[m]['cpu'] * 1e3:.1f}" for m in MODES) + " ms CPU)" if "off" in r else ""
+            lines.append(f"{shape.name}: {name} speed-up over off, {figures}{times}")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -43,5 +43,5 @@ def test_shared_prompt_benchmark_tiny_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())["shapes"]["tiny"]["results"]
     for name in ("train forward+backward", "reference forward", "sampling", "estimated step (beta=0)"):
-        assert results[name]["ratio"]["cpu"] > 0
-    assert any(line.startswith("tiny: train forward+backward off/on: ") for line in proc.stdout.splitlines())
+        assert results[name]["off/shared"]["cpu"] > 0 and results[name]["off/on"]["wall"] > 0
+    assert any(line.startswith("tiny: train forward+backward speed-up over off, ") for line in proc.stdout.splitlines())

@@ -110,30 +110,52 @@ def test_prompt_groups_finds_rows_with_the_same_prompt_wherever_they_are() -> No
     assert fast_gpt2.prompt_groups(ids[distinct, :p], attn[distinct, :p]) is None  # nothing to share
 
 
+def _forward_and_grads(
+    model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, actions: torch.Tensor,
+    cmask: torch.Tensor, p: int, **flags: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits, hidden states, log-probs and parameter gradients of a masked, row-weighted loss."""
+    model.zero_grad()
+    logits, hidden = fast_gpt2.completion_hidden(model, ids, attn, positions, p, **flags)
+    logp = torch.log_softmax(logits, -1).gather(-1, actions[..., None]).squeeze(-1)
+    weights = torch.linspace(-1.0, 1.0, len(ids))[:, None]  # rows pull in different directions
+    ((logp + hidden.sum(-1)) * cmask * weights).sum().backward()
+    grads = {n: q.grad.clone() for n, q in model.named_parameters()}
+    return logits.detach(), hidden.detach(), logp.detach(), grads
+
+
 @pytest.mark.parametrize("t", [6, 1])
-def test_shared_prompt_forward_matches_the_full_forward_with_gradients(t: int) -> None:
+@pytest.mark.parametrize(("share", "skip"), [(True, False), (True, True), (False, True)])
+def test_shared_prompt_and_skipped_padding_match_the_full_forward_with_gradients(t: int, share: bool, skip: bool) -> None:
     torch.manual_seed(0)
     model = build_tiny_gpt(20, n_positions=64, n_embd=32, n_layer=2, n_head=4)
     ids, attn, positions, actions, cmask, p = _grouped_batch(t)
-    weights = torch.linspace(-1.0, 1.0, len(ids))[:, None]  # rows pull in different directions
-    results = {}
-    for share in (False, True):
-        model.zero_grad()
-        logits, hidden = fast_gpt2.completion_hidden(model, ids, attn, positions, p, share_prompts=share)
-        logp = torch.log_softmax(logits, -1).gather(-1, actions[..., None]).squeeze(-1)
-        ((logp + hidden.sum(-1)) * cmask * weights).sum().backward()
-        grads = {n: q.grad.clone() for n, q in model.named_parameters()}
-        results[share] = (logits.detach(), hidden.detach(), logp.detach(), grads)
-    (lf, hf, pf, gf), (ls, hs, ps, gs) = results[False], results[True]
+    lf, hf, pf, gf = _forward_and_grads(model, ids, attn, positions, actions, cmask, p, share_prompts=False)
+    ls, hs, ps, gs = _forward_and_grads(model, ids, attn, positions, actions, cmask, p, share_prompts=share, skip_padding=skip)
     assert lf.shape == ls.shape == (len(ids), t, 20)
-    assert torch.allclose(ls, lf, atol=1e-5) and torch.allclose(hs, hf, atol=1e-5)
-    assert torch.allclose(ps, pf, atol=1e-5)
+    counted = cmask.bool() if skip else torch.ones_like(cmask, dtype=torch.bool)  # skipped padding differs
+    assert torch.allclose(ls[counted], lf[counted], atol=1e-5) and torch.allclose(hs[counted], hf[counted], atol=1e-5)
+    assert torch.allclose(ps[counted], pf[counted], atol=1e-5)
     for name, grad in gf.items():
         assert grad.abs().max() > 0, name
         assert torch.allclose(gs[name], grad, rtol=1e-4, atol=1e-5), name
-    with torch.no_grad():  # and both are what transformers computes where a token counts
+    if skip and t > 1:  # padding was really skipped: some states after a row's end are not the model's
+        assert not torch.allclose(hs[~counted], hf[~counted], atol=1e-3)
+    with torch.no_grad():  # and all are what transformers computes where a token counts
         ref = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits[:, p - 1 : -1]
     assert ((ls - ref).abs() * cmask[..., None]).max() < 1e-4
+
+
+def test_length_buckets_cover_every_row_once_longest_first() -> None:
+    lengths = torch.tensor([3, 0, 5, 5, 1, 2, 5, 4])
+    buckets = fast_gpt2.length_buckets(lengths, max_buckets=4)
+    rows = torch.cat([r for r, _ in buckets])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    widths = [w for _, w in buckets]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)  # same widths merged
+    for r, w in buckets:
+        assert int(lengths[r].max()) == w
+    assert [w for _, w in fast_gpt2.length_buckets(torch.full((6,), 4))] == [4]
 
 
 def test_shared_prefill_matches_the_unshared_one() -> None:
@@ -154,14 +176,14 @@ def test_shared_prefill_matches_the_unshared_one() -> None:
     assert torch.allclose(out[True], out[False], atol=1e-5)
 
 
-def test_policy_scores_and_samples_the_same_with_and_without_sharing(tiny_model_dir: Path) -> None:
+def test_policy_scores_and_samples_the_same_with_and_without_sharing_and_skipping(tiny_model_dir: Path) -> None:
     from rl4gen.policies.causal_lm import CausalLMPolicy
 
     policy = CausalLMPolicy.from_pretrained(tiny_model_dir, GenerationConfig(max_completion_length=6), use_reference=True)
     prompts = ["1+1=", "123+456=", "9="]
     rollouts, logps, refs = [], [], []
     for share in (True, False):
-        policy.share_prompts = share
+        policy.share_prompts = policy.skip_padding = share
         rollouts.append(policy.sample(prompts, 4, generator=torch.Generator().manual_seed(3)))
         batch = rollouts[0].select([5, 0, 11, 4, 1, 8])  # groups not contiguous, of sizes 2 and 1
         logps.append(policy.log_probs(batch))
@@ -169,4 +191,6 @@ def test_policy_scores_and_samples_the_same_with_and_without_sharing(tiny_model_
     assert torch.equal(rollouts[0].actions, rollouts[1].actions)
     assert torch.allclose(rollouts[0].logprobs, rollouts[1].logprobs, atol=1e-5)
     assert logps[0].requires_grad
-    assert torch.allclose(logps[0], logps[1], atol=1e-5) and torch.allclose(refs[0], refs[1], atol=1e-5)
+    counted = batch.mask.bool()
+    assert torch.allclose(logps[0][counted], logps[1][counted], atol=1e-5)
+    assert torch.allclose(refs[0][counted], refs[1][counted], atol=1e-5)

@@ -136,51 +136,123 @@ def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tens
     return first, inverse
 
 
+def length_buckets(lengths: Tensor, max_buckets: int = 4) -> list[tuple[Tensor, int]]:
+    """Rows grouped by completion length for a forward that skips padding after each row's end.
+
+    ``lengths`` (B,) are the tokens each row needs as input. Rows are sorted longest first and cut
+    into up to ``max_buckets`` equal-count buckets; neighbours of the same width merge. Returns
+    ``(rows, width)`` pairs: the row indices and the widest length among them."""
+    order = torch.argsort(lengths, descending=True, stable=True)
+    buckets: list[tuple[Tensor, int]] = []
+    for rows in order.tensor_split(min(max_buckets, len(order))):
+        width = int(lengths[rows[0]])
+        if buckets and buckets[-1][1] == width:
+            buckets[-1] = (torch.cat([buckets[-1][0], rows]), width)
+        else:
+            buckets.append((rows, width))
+    return buckets
+
+
+#: Skip padding only when the buckets leave out at least this fraction of completion positions
+#: (below it the extra, smaller passes cost about what they save).
+SKIP_PADDING_MIN_SAVING = 0.1
+
+
 def _completion_states(
-    gpt: _GPT2, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, share_prompts: bool
+    gpt: _GPT2,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    start: int,
+    share_prompts: bool,
+    skip_padding: bool,
 ) -> Tensor:  # (B, S - start, C) before the final layer norm
     """Hidden states at positions ``start - 1 .. S - 2`` (those predicting tokens ``start:``).
 
     When rows share their prompt (``input_ids[:, :start]``) and ``share_prompts`` is set, each
     distinct prompt runs once and the completions run on its gathered keys and values: the last
-    completion token, which predicts nothing, is not computed either. The numbers are those of
-    the full forward (up to float rounding); gradients reach the shared prompt summed over its
+    completion token, which predicts nothing, is not computed either. With ``skip_padding``,
+    rows are run in buckets of similar completion length (:func:`length_buckets`), each only as
+    wide as its longest row, so padding after a row's last real token (``attention_mask`` 0) is
+    mostly not computed: the states there are zeros instead. Everywhere else the numbers are those
+    of the full forward (up to float rounding); gradients reach a shared prompt summed over its
     rows through the gathers."""
+    b, s = input_ids.shape
     groups = prompt_groups(input_ids[:, :start], attention_mask[:, :start]) if share_prompts else None
-    if groups is None:
+    buckets: list[tuple[Tensor, int]] = []
+    if skip_padding and s - start >= 2:
+        # Input j (completion token j) predicts token j + 1: a row needs the inputs up to the one
+        # predicting its last real token.
+        predicted = attention_mask[:, start + 1 :]  # (B, T - 1)
+        steps = torch.arange(1, predicted.shape[1] + 1, device=predicted.device)
+        lengths = ((predicted != 0) * steps).amax(dim=1)
+        buckets = length_buckets(lengths)
+        if sum(len(rows) * width for rows, width in buckets) > (1 - SKIP_PADDING_MIN_SAVING) * predicted.numel():
+            buckets = []
+    if groups is None and not buckets:
         x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
         return x[:, start - 1 : -1]
-    first, inverse = groups
+    if groups is None:
+        first = inverse = torch.arange(b, device=input_ids.device)
+    else:
+        first, inverse = groups
     kv: list[tuple[Tensor, Tensor]] = []
     prompt_mask = attention_mask[first, :start]
     x = gpt.hidden(input_ids[first, :start], position_ids[first, :start], prefix_mask(prompt_mask), kv_out=kv)
     last = x[:, -1:].index_select(0, inverse)  # (B, 1, C): predicts the first completion token
-    if input_ids.shape[1] - start < 2:
+    if s - start < 2:
         return last
-    prefix = [(k.index_select(0, inverse), v.index_select(0, inverse)) for k, v in kv]
-    # The full forward's mask, minus the last token, restricted to completion queries.
-    mask = prefix_mask(attention_mask[:, :-1])[:, :, start:]  # (B, 1, S - 1 - start, S - 1)
-    x = gpt.hidden(input_ids[:, start:-1], position_ids[:, start:-1], mask, prefix=prefix)
-    return torch.cat([last, x], dim=1)
+    if not buckets:
+        buckets = [(torch.arange(b, device=input_ids.device), s - start - 1)]
+    parts, rows_in_order = [], []
+    for rows, width in buckets:
+        if width == 0:  # rows with at most one real token: the prompt's last state predicts it
+            parts.append(x.new_zeros(len(rows), s - start - 1, x.shape[-1]))
+        else:
+            prefix = [(k.index_select(0, inverse[rows]), v.index_select(0, inverse[rows])) for k, v in kv]
+            # The full forward's mask, restricted to these rows' completion queries up to ``width``.
+            mask = prefix_mask(attention_mask[rows, : start + width])[:, :, start:]  # (n, 1, width, start + width)
+            cols = slice(start, start + width)
+            h = gpt.hidden(input_ids[rows, cols], position_ids[rows, cols], mask, prefix=prefix)
+            parts.append(F.pad(h, (0, 0, 0, s - start - 1 - width)))
+        rows_in_order.append(rows)
+    states = parts[0] if len(parts) == 1 else torch.cat(parts).index_select(0, torch.cat(rows_in_order).argsort())
+    return torch.cat([last, states], dim=1)
 
 
 def completion_logits(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, *, share_prompts: bool = True
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    start: int,
+    *,
+    share_prompts: bool = True,
+    skip_padding: bool = False,
 ) -> Tensor:  # (B, S - start, V)
     """Logits predicting tokens ``start:`` of ``input_ids`` (one forward, with gradients): the
-    LM head runs only where a prediction is needed, and a prompt shared by several rows is
-    computed once (see :func:`prompt_groups`)."""
+    LM head runs only where a prediction is needed, a prompt shared by several rows is computed
+    once (see :func:`prompt_groups`), and with ``skip_padding`` positions after a row's last
+    real token are mostly skipped (their logits are then those of a zero state: mask them)."""
     gpt = _GPT2(model)
-    return gpt.logits(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts))
+    return gpt.logits(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts, skip_padding))
 
 
 def completion_hidden(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, *, share_prompts: bool = True
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    start: int,
+    *,
+    share_prompts: bool = True,
+    skip_padding: bool = False,
 ) -> tuple[Tensor, Tensor]:  # logits (B, S - start, V), hidden (B, S - start, C)
     """Like :func:`completion_logits`, also returning the last hidden state (after the final
     layer norm, as transformers' ``hidden_states[-1]``) at the same positions, for a value head."""
     gpt = _GPT2(model)
-    h = gpt._ln(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts), gpt.t.ln_f)
+    x = _completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts, skip_padding)
+    h = gpt._ln(x, gpt.t.ln_f)
     return h @ gpt.lm_head.T, h
 
 
