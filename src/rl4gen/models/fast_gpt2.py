@@ -15,6 +15,8 @@ runs each distinct prompt once and the completions of all rows on top of their p
 values (:func:`prompt_groups` finds the groups from the tokens themselves); autograd through the
 gather sums each prompt's gradient over its group, so values and gradients are those of the full
 forward. Sampling likewise prefills each distinct prompt once (:meth:`GPT2FastDecoder.prefill`).
+With ``skip_padding`` the completions run in buckets of similar length (:func:`length_buckets`),
+each only as wide as its longest row, so most padding after a row's end is never computed.
 
 Only plain GPT-2 configurations are accepted (:func:`supports`); anything else — LoRA-wrapped
 models, other architectures, unusual attention options — keeps the general transformers path.

@@ -12,7 +12,9 @@ sharing the model's forward pass, trained in full also when the model is a LoRA 
 On plain GPT-2 models (:mod:`rl4gen.models.fast_gpt2`) rows that share their prompt — the
 ``num_generations`` samples of a GRPO/RLOO group, found from the prompt tokens themselves — run
 that prompt once, in the sampling prefill and in the scoring forward (``share_prompts``, on by
-default; the numbers are those of the full forward).
+default; the numbers are those of the full forward), and the scoring forward skips most padding
+after each row's end (``skip_padding``, on by default; log-probs there are then not the model's,
+and every loss masks them).
 """
 
 from __future__ import annotations
