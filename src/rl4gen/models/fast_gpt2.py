@@ -222,24 +222,6 @@ def _completion_states(
     return torch.cat([last, states], dim=1)
 
 
-def completion_logits(
-    model: Any,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    position_ids: Tensor,
-    start: int,
-    *,
-    share_prompts: bool = True,
-    skip_padding: bool = False,
-) -> Tensor:  # (B, S - start, V)
-    """Logits predicting tokens ``start:`` of ``input_ids`` (one forward, with gradients): the
-    LM head runs only where a prediction is needed, a prompt shared by several rows is computed
-    once (see :func:`prompt_groups`), and with ``skip_padding`` positions after a row's last
-    real token are mostly skipped (their logits are then those of a zero state: mask them)."""
-    gpt = _GPT2(model)
-    return gpt.logits(_completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts, skip_padding))
-
-
 def completion_hidden(
     model: Any,
     input_ids: Tensor,
@@ -250,12 +232,21 @@ def completion_hidden(
     share_prompts: bool = True,
     skip_padding: bool = False,
 ) -> tuple[Tensor, Tensor]:  # logits (B, S - start, V), hidden (B, S - start, C)
-    """Like :func:`completion_logits`, also returning the last hidden state (after the final
-    layer norm, as transformers' ``hidden_states[-1]``) at the same positions, for a value head."""
+    """Logits predicting tokens ``start:`` of ``input_ids`` and the last hidden state at the same
+    positions (after the final layer norm, as transformers' ``hidden_states[-1]``, for a value
+    head), from one forward with gradients. The LM head runs only where a prediction is needed,
+    a prompt shared by several rows is computed once (see :func:`prompt_groups`), and with
+    ``skip_padding`` positions after a row's last real token are mostly skipped (their states are
+    then zeros, their logits those of a zero state: mask them)."""
     gpt = _GPT2(model)
     x = _completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts, skip_padding)
     h = gpt._ln(x, gpt.t.ln_f)
     return h @ gpt.lm_head.T, h
+
+
+def completion_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, **options: bool) -> Tensor:
+    """The logits of :func:`completion_hidden` (same ``options``), (B, S - start, V)."""
+    return completion_hidden(model, input_ids, attention_mask, position_ids, start, **options)[0]
 
 
 class GPT2FastDecoder(_GPT2):
