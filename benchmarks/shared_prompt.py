@@ -2,6 +2,7 @@
 
     python benchmarks/shared_prompt.py            # both settings, ~2 minutes on one thread
     python benchmarks/shared_prompt.py --tiny     # a seconds-long smoke run (used by the tests)
+    python benchmarks/shared_prompt.py --train-steps 12   # also whole Trainer runs, ~6 more minutes
 
 In GRPO/RLOO the rows of a group share their prompt; ``CausalLMPolicy.share_prompts`` (on by
 default) makes the fast GPT-2 path compute each distinct prompt once in the training forward, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -118,6 +120,60 @@ def measure(policy: CausalLMPolicy, op: Callable[[], Any], repeats: int) -> dict
     return {**med, **ratios}
 
 
+def train_config(setting: str, steps: int, out_dir: Path, beta: float) -> tuple[Any, Any]:
+    """The config (and reward, or None for the recipe's) of a short ``Trainer`` run: the
+    arithmetic recipe, or the GRPO-vs-TRL benchmark's rl4gen run (model built in ``out_dir``)."""
+    from rl4gen.cli import load_train_config
+
+    # No evaluation, samples or checkpoints inside the timed steps.
+    common: dict[str, Any] = {"max_steps": steps, "eval_steps": 10**6, "save_steps": 10**6, "sample_steps": 10**6, "output_dir": str(out_dir)}
+    if setting == "arithmetic":
+        overrides = ["task=arithmetic", f"algorithm.beta={beta}", *(f"{k}={v}" for k, v in common.items())]
+        return load_train_config(None, overrides), None
+    import grpo_vs_trl  # the sibling script: same model, prompts and reward
+
+    from rl4gen.config import validate_config
+    from rl4gen.rewards import CombinedReward, FunctionReward
+
+    bench = grpo_vs_trl.Setting()
+    if not (out_dir / "model").is_dir():
+        grpo_vs_trl.build_model(bench, out_dir / "model")
+    config = validate_config(
+        {
+            "task": "prompts",
+            "task_args": {"prompts": grpo_vs_trl.prompts()},
+            "model": {"path": str(out_dir / "model")},
+            "generation": {"temperature": 1.0, "max_completion_length": bench.max_completion_length},
+            "algorithm": {"name": "grpo", "num_generations": bench.num_generations, "beta": beta, "loss_type": "dapo"},
+            "prompts_per_step": bench.prompts_per_step,
+            "learning_rate": bench.learning_rate,
+            "lr_scheduler_type": "constant",
+            "warmup_steps": 0,
+            **common,
+        }
+    )
+    reward = CombinedReward([FunctionReward(lambda s, c, **k: grpo_vs_trl.reward_e(list(s)), name="e_fraction")])
+    return config, reward
+
+
+def end_to_end(setting: str, steps: int, beta: float, out_dir: Path) -> dict[str, Any]:
+    """Whole ``Trainer`` runs with both switches on and both off, alternating on, off, off, on:
+    the median step time of each (warm-up step left out) and whether the reward histories match."""
+    from rl4gen.trainer import Trainer
+
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    rewards: dict[str, list[list[float]]] = {"on": [], "off": []}
+    for mode in ("on", "off", "off", "on"):
+        config, reward = train_config(setting, steps, out_dir, beta)
+        trainer = Trainer(config, rewards=reward, show_progress=False, log=lambda m: None)
+        trainer.policy.share_prompts, trainer.policy.skip_padding = MODES[mode]
+        history = trainer.train().history
+        times[mode] += [h["step_time"] for h in history[1:]]
+        rewards[mode].append([h["reward"] for h in history])
+    on, off = statistics.median(times["on"]), statistics.median(times["off"])
+    return {"off_s": off, "on_s": on, "ratio": off / on, "identical_rewards": rewards["on"][0] == rewards["off"][0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
@@ -125,6 +181,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--shapes", default="grpo_vs_trl,arithmetic")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--train-steps", type=int, default=0,
+        help="also time whole Trainer runs of this many steps (arithmetic recipe, GRPO-vs-TRL setting at beta 0 and 0.04)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -149,6 +209,16 @@ def main() -> None:
             )
             times = " (" + ", ".join(f"{m} {r[m]['cpu'] * 1e3:.1f}" for m in MODES) + " ms CPU)" if "off" in r else ""
             lines.append(f"{shape.name}: {name} speed-up over off, {figures}{times}")
+    if args.train_steps:
+        report["end_to_end"] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for setting, kl_weight in (("arithmetic", 0.0), ("grpo_vs_trl", 0.0), ("grpo_vs_trl", 0.04)):
+                run = end_to_end(setting, args.train_steps, kl_weight, Path(tmp))
+                report["end_to_end"][f"{setting} beta={kl_weight:g}"] = run
+                lines.append(
+                    f"{setting} (beta={kl_weight:g}), Trainer step, wall clock: off {run['off_s']:.3f} s, "
+                    f"on {run['on_s']:.3f} s, {run['ratio']:.2f}x; reward history identical: {run['identical_rewards']}"
+                )
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
