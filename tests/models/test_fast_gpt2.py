@@ -146,6 +146,24 @@ def test_shared_prompt_and_skipped_padding_match_the_full_forward_with_gradients
     assert ((ls - ref).abs() * cmask[..., None]).max() < 1e-4
 
 
+def test_skipped_padding_when_every_row_ends_early() -> None:
+    """One bucket narrower than the batch (every row ends at the same early step, as in a
+    micro-batch cut from a longer rollout): rows keep their order and values."""
+    torch.manual_seed(0)
+    model = build_tiny_gpt(20, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    ids, attn, positions, actions, cmask, p = _grouped_batch(6)
+    cmask[:] = 0
+    cmask[:, :2] = 1
+    attn[:, p:] = cmask
+    positions = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    full = _forward_and_grads(model, ids, attn, positions, actions, cmask, p, share_prompts=False)
+    skip = _forward_and_grads(model, ids, attn, positions, actions, cmask, p, skip_padding=True)
+    counted = cmask.bool()
+    assert torch.allclose(skip[2][counted], full[2][counted], atol=1e-5)
+    for name, grad in full[3].items():
+        assert torch.allclose(skip[3][name], grad, rtol=1e-4, atol=1e-5), name
+
+
 def test_length_buckets_cover_every_row_once_longest_first() -> None:
     lengths = torch.tensor([3, 0, 5, 5, 1, 2, 5, 4])
     buckets = fast_gpt2.length_buckets(lengths, max_buckets=4)

@@ -218,7 +218,7 @@ def _completion_states(
             h = gpt.hidden(input_ids[rows, cols], position_ids[rows, cols], mask, prefix=prefix)
             parts.append(F.pad(h, (0, 0, 0, s - start - 1 - width)))
         rows_in_order.append(rows)
-    states = parts[0] if len(parts) == 1 else torch.cat(parts).index_select(0, torch.cat(rows_in_order).argsort())
+    states = torch.cat(parts).index_select(0, torch.cat(rows_in_order).argsort())  # back to batch order
     return torch.cat([last, states], dim=1)
 
 
