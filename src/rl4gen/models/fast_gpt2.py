@@ -9,6 +9,15 @@ reading the model's parameters in place (no copy: updates to the model are seen 
 Rows that have finished can be dropped from the cache (:meth:`GPT2FastDecoder.keep_rows`), so
 a batch whose completions end at different lengths stops paying for the finished ones.
 
+In GRPO and RLOO every prompt is sampled ``num_generations`` times, so the rows of a group share
+their prompt. The training forward (:func:`completion_logits`, :func:`completion_hidden`) then
+runs each distinct prompt once and the completions of all rows on top of their prompt's keys and
+values (:func:`prompt_groups` finds the groups from the tokens themselves); autograd through the
+gather sums each prompt's gradient over its group, so values and gradients are those of the full
+forward. Sampling likewise prefills each distinct prompt once (:meth:`GPT2FastDecoder.prefill`).
+With ``skip_padding`` the completions run in buckets of similar length (:func:`length_buckets`),
+each only as wide as its longest row, so most padding after a row's end is never computed.
+
 Only plain GPT-2 configurations are accepted (:func:`supports`); anything else — LoRA-wrapped
 models, other architectures, unusual attention options — keeps the general transformers path.
 """
@@ -68,20 +77,30 @@ class _GPT2:
         positions: Tensor,  # (B, S)
         mask: Tensor,  # (B, 1, S, L) bool
         cache: tuple[list[Tensor], list[Tensor], int] | None = None,
-    ) -> Tensor:  # (B, S, C) after the final layer norm
-        """The transformer stack; with ``cache`` (keys, values, start) new keys and values are
-        written at ``start`` and attention runs over the cache up to the new end."""
+        *,
+        prefix: list[tuple[Tensor, Tensor]] | None = None,
+        kv_out: list[tuple[Tensor, Tensor]] | None = None,
+    ) -> Tensor:  # (B, S, C) before the final layer norm
+        """The transformer stack. With ``cache`` (keys, values, start) new keys and values are
+        written at ``start`` and attention runs over the cache up to the new end. With ``prefix``
+        (per layer, keys and values (B, H, P, D) of earlier positions, with gradients) attention
+        runs over the prefix followed by these positions (L = P + S). ``kv_out`` collects this
+        pass's keys and values per layer."""
         b, s = ids.shape
         x = F.embedding(ids, self.t.wte.weight) + F.embedding(positions, self.t.wpe.weight)
         for i, block in enumerate(self.t.h):
             a = self._ln(x, block.ln_1)
             qkv = torch.addmm(block.attn.c_attn.bias, a.reshape(-1, self.d), block.attn.c_attn.weight)
             q, k, v = qkv.view(b, s, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, D)
+            if kv_out is not None:
+                kv_out.append((k, v))
             if cache is not None:
                 keys, values, start = cache
                 keys[i][:, :, start : start + s] = k
                 values[i][:, :, start : start + s] = v
                 k, v = keys[i][:, :, : start + s], values[i][:, :, : start + s]
+            elif prefix is not None:
+                k, v = torch.cat([prefix[i][0], k], dim=2), torch.cat([prefix[i][1], v], dim=2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             y = y.transpose(1, 2).reshape(b * s, self.d)
             x = x + torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight).view(b, s, self.d)
@@ -103,25 +122,131 @@ def prefix_mask(attention_mask: Tensor) -> Tensor:  # (B, S) -> (B, 1, S, S) boo
     return ((causal & attention_mask.bool()[:, None, :]) | eye)[:, None]
 
 
-def completion_logits(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
-) -> Tensor:  # (B, S - start, V)
-    """Logits predicting tokens ``start:`` of ``input_ids`` (one forward, with gradients): the
-    LM head runs only where a prediction is needed."""
-    gpt = _GPT2(model)
-    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
-    return gpt.logits(x[:, start - 1 : -1])
+def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Rows that share their prompt (same tokens, same padding), wherever they sit in the batch.
+
+    Returns ``(first, inverse)``: ``first`` (U,) one row index per distinct prompt, ``inverse``
+    (B,) each row's index into ``first``; None when every row's prompt is distinct (nothing to
+    share)."""
+    rows = prompt_ids.long() * 2 + (prompt_mask != 0).long()  # (B, P): token and padding in one key
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    b, u = rows.shape[0], distinct.shape[0]
+    if u == b:
+        return None
+    index = torch.arange(b, device=rows.device)
+    first = torch.full((u,), b, dtype=torch.long, device=rows.device).scatter_reduce(0, inverse, index, "amin")
+    return first, inverse
+
+
+def length_buckets(lengths: Tensor, max_buckets: int = 4) -> list[tuple[Tensor, int]]:
+    """Rows grouped by completion length for a forward that skips padding after each row's end.
+
+    ``lengths`` (B,) are the tokens each row needs as input. Rows are sorted longest first and cut
+    into up to ``max_buckets`` equal-count buckets; neighbours of the same width merge. Returns
+    ``(rows, width)`` pairs: the row indices and the widest length among them."""
+    order = torch.argsort(lengths, descending=True, stable=True)
+    buckets: list[tuple[Tensor, int]] = []
+    for rows in order.tensor_split(min(max_buckets, len(order))):
+        width = int(lengths[rows[0]])
+        if buckets and buckets[-1][1] == width:
+            buckets[-1] = (torch.cat([buckets[-1][0], rows]), width)
+        else:
+            buckets.append((rows, width))
+    return buckets
+
+
+#: Skip padding only when the buckets leave out at least this fraction of completion positions
+#: (below it the extra, smaller passes cost about what they save).
+SKIP_PADDING_MIN_SAVING = 0.1
+
+
+def _completion_states(
+    gpt: _GPT2,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    start: int,
+    share_prompts: bool,
+    skip_padding: bool,
+) -> Tensor:  # (B, S - start, C) before the final layer norm
+    """Hidden states at positions ``start - 1 .. S - 2`` (those predicting tokens ``start:``).
+
+    When rows share their prompt (``input_ids[:, :start]``) and ``share_prompts`` is set, each
+    distinct prompt runs once and the completions run on its gathered keys and values: the last
+    completion token, which predicts nothing, is not computed either. With ``skip_padding``,
+    rows are run in buckets of similar completion length (:func:`length_buckets`), each only as
+    wide as its longest row, so padding after a row's last real token (``attention_mask`` 0) is
+    mostly not computed: the states there are zeros instead. Everywhere else the numbers are those
+    of the full forward (up to float rounding); gradients reach a shared prompt summed over its
+    rows through the gathers."""
+    b, s = input_ids.shape
+    groups = prompt_groups(input_ids[:, :start], attention_mask[:, :start]) if share_prompts else None
+    buckets: list[tuple[Tensor, int]] = []
+    if skip_padding and s - start >= 2:
+        # Input j (completion token j) predicts token j + 1: a row needs the inputs up to the one
+        # predicting its last real token.
+        predicted = attention_mask[:, start + 1 :]  # (B, T - 1)
+        steps = torch.arange(1, predicted.shape[1] + 1, device=predicted.device)
+        lengths = ((predicted != 0) * steps).amax(dim=1)
+        buckets = length_buckets(lengths)
+        if sum(len(rows) * width for rows, width in buckets) > (1 - SKIP_PADDING_MIN_SAVING) * predicted.numel():
+            buckets = []
+    if groups is None and not buckets:
+        x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
+        return x[:, start - 1 : -1]
+    if groups is None:
+        first = inverse = torch.arange(b, device=input_ids.device)
+    else:
+        first, inverse = groups
+    kv: list[tuple[Tensor, Tensor]] = []
+    prompt_mask = attention_mask[first, :start]
+    x = gpt.hidden(input_ids[first, :start], position_ids[first, :start], prefix_mask(prompt_mask), kv_out=kv)
+    last = x[:, -1:].index_select(0, inverse)  # (B, 1, C): predicts the first completion token
+    if s - start < 2:
+        return last
+    if not buckets:
+        buckets = [(torch.arange(b, device=input_ids.device), s - start - 1)]
+    parts, rows_in_order = [], []
+    for rows, width in buckets:
+        if width == 0:  # rows with at most one real token: the prompt's last state predicts it
+            parts.append(x.new_zeros(len(rows), s - start - 1, x.shape[-1]))
+        else:
+            prefix = [(k.index_select(0, inverse[rows]), v.index_select(0, inverse[rows])) for k, v in kv]
+            # The full forward's mask, restricted to these rows' completion queries up to ``width``.
+            mask = prefix_mask(attention_mask[rows, : start + width])[:, :, start:]  # (n, 1, width, start + width)
+            cols = slice(start, start + width)
+            h = gpt.hidden(input_ids[rows, cols], position_ids[rows, cols], mask, prefix=prefix)
+            parts.append(F.pad(h, (0, 0, 0, s - start - 1 - width)))
+        rows_in_order.append(rows)
+    states = torch.cat(parts).index_select(0, torch.cat(rows_in_order).argsort())  # back to batch order
+    return torch.cat([last, states], dim=1)
 
 
 def completion_hidden(
-    model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int
+    model: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    start: int,
+    *,
+    share_prompts: bool = True,
+    skip_padding: bool = False,
 ) -> tuple[Tensor, Tensor]:  # logits (B, S - start, V), hidden (B, S - start, C)
-    """Like :func:`completion_logits`, also returning the last hidden state (after the final
-    layer norm, as transformers' ``hidden_states[-1]``) at the same positions, for a value head."""
+    """Logits predicting tokens ``start:`` of ``input_ids`` and the last hidden state at the same
+    positions (after the final layer norm, as transformers' ``hidden_states[-1]``, for a value
+    head), from one forward with gradients. The LM head runs only where a prediction is needed,
+    a prompt shared by several rows is computed once (see :func:`prompt_groups`), and with
+    ``skip_padding`` positions after a row's last real token are mostly skipped (their states are
+    then zeros, their logits those of a zero state: mask them)."""
     gpt = _GPT2(model)
-    x = gpt.hidden(input_ids, position_ids, prefix_mask(attention_mask))
-    h = gpt._ln(x[:, start - 1 : -1], gpt.t.ln_f)
+    x = _completion_states(gpt, input_ids, attention_mask, position_ids, start, share_prompts, skip_padding)
+    h = gpt._ln(x, gpt.t.ln_f)
     return h @ gpt.lm_head.T, h
+
+
+def completion_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, start: int, **options: bool) -> Tensor:
+    """The logits of :func:`completion_hidden` (same ``options``), (B, S - start, V)."""
+    return completion_hidden(model, input_ids, attention_mask, position_ids, start, **options)[0]
 
 
 class GPT2FastDecoder(_GPT2):
@@ -141,10 +266,23 @@ class GPT2FastDecoder(_GPT2):
         self.length += ids.shape[1]
         return self.logits(x[:, -1:])[:, -1]  # only the last position is needed for sampling
 
-    def prefill(self, ids: Tensor, attention_mask: Tensor, positions: Tensor) -> Tensor:
-        """Left-padded prompts (B, P) -> next-token logits (B, V)."""
+    def prefill(self, ids: Tensor, attention_mask: Tensor, positions: Tensor, *, share_prompts: bool = True) -> Tensor:
+        """Left-padded prompts (B, P) -> next-token logits (B, V). Rows with the same prompt
+        (``share_prompts``, see :func:`prompt_groups`) are computed once and copied into each
+        row's cache."""
         self.key_ok[:, : ids.shape[1]] = attention_mask.bool()
-        return self._forward(ids, positions, prefix_mask(attention_mask))
+        groups = prompt_groups(ids, attention_mask) if share_prompts else None
+        if groups is None:
+            return self._forward(ids, positions, prefix_mask(attention_mask))
+        first, inverse = groups
+        kv: list[tuple[Tensor, Tensor]] = []
+        x = self.hidden(ids[first], positions[first], prefix_mask(attention_mask[first]), kv_out=kv)
+        p = ids.shape[1]
+        for i, (k, v) in enumerate(kv):
+            self.k[i][:, :, :p] = k.index_select(0, inverse)
+            self.v[i][:, :, :p] = v.index_select(0, inverse)
+        self.length = p
+        return self.logits(x[:, -1:])[:, -1].index_select(0, inverse)
 
     def keep_rows(self, keep: Tensor) -> None:
         """Drop finished rows (``keep`` (A,) bool) so later steps compute only live ones."""

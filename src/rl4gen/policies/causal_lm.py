@@ -8,6 +8,13 @@ with gradients. The reference for the KL term is a frozen copy of the starting w
 a LoRA policy, the same model with its adapter disabled. Algorithms with a critic (PPO) add a
 value head (:meth:`CausalLMPolicy.add_value_head`): a linear layer on the last hidden state,
 sharing the model's forward pass, trained in full also when the model is a LoRA adapter.
+
+On plain GPT-2 models (:mod:`rl4gen.models.fast_gpt2`) rows that share their prompt — the
+``num_generations`` samples of a GRPO/RLOO group, found from the prompt tokens themselves — run
+that prompt once, in the sampling prefill and in the scoring forward (``share_prompts``, on by
+default; the numbers are those of the full forward), and the scoring forward skips most padding
+after each row's end (``skip_padding``, on by default; log-probs there are then not the model's,
+and every loss masks them).
 """
 
 from __future__ import annotations
@@ -119,6 +126,12 @@ class CausalLMPolicy:
         self.fast_decoding = True
         #: On the fast path, drop finished rows once live rows fall to this fraction (0 = never).
         self.compact_fraction = 0.75
+        #: On the fast path, compute a prompt shared by several rows (a GRPO/RLOO group) once, in
+        #: the sampling prefill and in the scoring forward (same numbers, less work).
+        self.share_prompts = True
+        #: On the fast path, let log-probs and values skip most padding after each row's end
+        #: (rows run in buckets of similar length); their values there are then not the model's.
+        self.skip_padding = True
         if use_reference and not self.is_lora:
             self.ref_model = copy.deepcopy(model).eval()
             self.ref_model.requires_grad_(False)
@@ -357,7 +370,7 @@ class CausalLMPolicy:
         max_new = self._max_new_tokens(int(prompt_mask.sum(dim=1).max()))
         if fast:
             decoder = fast_gpt2.GPT2FastDecoder(model, b, prompt_ids.shape[1] + max_new)
-            logits = decoder.prefill(prompt_ids, prompt_mask, position_ids)
+            logits = decoder.prefill(prompt_ids, prompt_mask, position_ids, share_prompts=self.share_prompts)
         else:
             out = model(
                 input_ids=prompt_ids,
@@ -480,13 +493,16 @@ class CausalLMPolicy:
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
         return input_ids, attn, position_ids, p
 
-    def completion_logits(self, rollout: Rollout, model: nn.Module | None = None) -> Tensor:  # (B, T, V)
+    def completion_logits(self, rollout: Rollout, model: nn.Module | None = None, *, skip_padding: bool = False) -> Tensor:  # (B, T, V)
         """Raw logits at every completion position (those that predict ``rollout.actions``),
-        from ``model`` (default: the trained model, with gradients)."""
+        from ``model`` (default: the trained model, with gradients). With ``skip_padding`` the
+        logits predicting padding (``rollout.mask`` 0) may be left uncomputed: mask them."""
         model = self.train_model if model is None else model
         input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
         if self.fast_decoding and fast_gpt2.supports(model):  # unwrapped GPT-2 (not DDP, not LoRA)
-            return fast_gpt2.completion_logits(model, input_ids, attn, position_ids, p)
+            return fast_gpt2.completion_logits(
+                model, input_ids, attn, position_ids, p, share_prompts=self.share_prompts, skip_padding=skip_padding
+            )
         logits = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids).logits
         return logits[:, p - 1 : -1, :]
 
@@ -494,7 +510,9 @@ class CausalLMPolicy:
         """Logits (B, T, V) and last hidden states (B, T, C) at the completion positions."""
         input_ids, attn, position_ids, p = self._scoring_inputs(rollout)
         if self.fast_decoding and fast_gpt2.supports(model):
-            return fast_gpt2.completion_hidden(model, input_ids, attn, position_ids, p)
+            return fast_gpt2.completion_hidden(
+                model, input_ids, attn, position_ids, p, share_prompts=self.share_prompts, skip_padding=self._skip_padding()
+            )
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, output_hidden_states=True)
         return out.logits[:, p - 1 : -1, :], out.hidden_states[-1][:, p - 1 : -1, :]
 
@@ -504,11 +522,19 @@ class CausalLMPolicy:
         entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
         return logp, entropy
 
+    def _skip_padding(self) -> bool:
+        """Skip padding only when the trained model is itself on the fast path: the policy and its
+        reference then agree on what stands in for padding (finite, near each other), so a
+        masked KL or ratio there never overflows."""
+        return self.skip_padding and self.fast_decoding and fast_gpt2.supports(self.train_model)
+
     def _forward_logprobs(self, model: nn.Module, rollout: Rollout, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
-        return self._logprobs_from_logits(self.completion_logits(rollout, model), rollout, with_entropy)
+        logits = self.completion_logits(rollout, model, skip_padding=self._skip_padding())
+        return self._logprobs_from_logits(logits, rollout, with_entropy)
 
     def log_probs(self, rollout: Rollout) -> Tensor:  # (B, T)
-        """Per-token log-probs of the rollout's completions under the current weights."""
+        """Per-token log-probs of the rollout's completions under the current weights (where
+        ``rollout.mask`` is 0 they may not be the model's: mask them, as every loss does)."""
         return self._forward_logprobs(self.train_model, rollout)[0]
 
     def log_probs_and_values(self, rollout: Rollout) -> tuple[Tensor, Tensor]:  # (B, T), (B, T)
