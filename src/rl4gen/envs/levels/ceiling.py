@@ -16,11 +16,11 @@ zero at a goal level) and checked against ``problem.goal`` at every level it sco
   gone, or doubled) scores worse than either end, which a narrow beam would never cross;
 - a move is allowed when the new level is still within ``max_changes`` of the start (a cell
   edited back to its start tile gives its edit back);
-- round ``r`` expands every level of the beam by every move and keeps the ``beam_width`` children
-  with the lowest deficit (duplicates removed), for ``max_changes`` rounds or until no child is
-  left; the first round is greedy with ties broken by the seeded generator, later **restarts**
-  add uniform noise of growing size to the deficit so that they explore other paths, until a goal
-  level is found or ``time_limit`` seconds of process time are spent.
+- a *pass* starts from the start level; each of its ``max_changes`` steps expands every level of
+  the beam by every move and keeps the ``beam_width`` children with the lowest deficit
+  (duplicates removed); the first pass is greedy (ties broken by the seeded generator), later
+  passes (**restarts**) add uniform noise of growing size to the deficits so that they explore
+  other paths, until a goal level is found or ``time_limit`` seconds of process time are spent.
 
 The search stops at the first goal level and verifies it with the independent checker
 (:func:`rl4gen.envs.levels.check.check_level`, binary's path gain measured against the start
@@ -223,9 +223,8 @@ def search_goal_level(
         problem: the problem (``make_problem(name, **options)``; its goal thresholds are used).
         start: the start level, an integer array ``(height, width)``.
         max_changes: the change budget (``LevelEnv.max_changes``).
-        beam_width: levels kept per round.
-        time_limit: process seconds after which the search stops (checked after each round of
-            expansions).
+        beam_width: levels kept per step.
+        time_limit: process seconds after which the search stops (checked after each step).
         max_rounds: at most this many beam passes (the first greedy, the rest with noise).
         seed: seeds the tie-breaks and the restarts' noise.
         score: the deficit to minimise (``deficit``; 0 must mean a goal level).
