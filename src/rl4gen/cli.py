@@ -424,6 +424,42 @@ def levels_sample(
     out.print(f"draw them with: rl4gen levels show {folder}")
 
 
+@levels_app.command("teach")
+def levels_teach(
+    env: Annotated[str, typer.Argument(help="Environment as problem-representation, e.g. binary-wide.")],
+    out_file: Annotated[str, typer.Option("--out", help="Demonstrations .jsonl to write (a teacher_file for training).")],
+    levels: Annotated[int, typer.Option(min=1, help="Start levels to search.")] = 600,
+    first_seed: Annotated[int, typer.Option(help="Seed of the first start level (then + 1, ...); keep away from evaluation's 10000+.")] = 1_000_000,
+    time_limit: Annotated[float, typer.Option(min=0.01, help="Process seconds the search may spend on one start level.")] = 3.0,
+) -> None:
+    """Search goal levels for training start levels: demonstrations for `teacher_file`."""
+    _run_guarded(lambda: _levels_teach(env, out_file, levels, first_seed, time_limit))
+
+
+def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, time_limit: float) -> None:
+    import gymnasium as gym
+
+    import rl4gen.envs  # noqa: F401
+    from rl4gen.envs.levels.teacher import search_demonstrations
+    from rl4gen.envs.levels.train import ENV_NAMES
+
+    name = env_name.removeprefix("rl4gen/").removesuffix("-v0")
+    if name not in ENV_NAMES:
+        raise ConfigError(f"unknown level environment {env_name!r}: use one of {', '.join(ENV_NAMES)}.")
+    path = Path(out_file)
+    if path.exists():
+        raise ConfigError(f"{out_file!r} already exists: choose another --out or remove it first.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+
+    def progress(done: int, found: int) -> None:
+        if done % 50 == 0 or done == levels:
+            err.print(f"searched {done}/{levels} start levels, {found} goal levels found")
+
+    demos = search_demonstrations(gym.make(f"rl4gen/{name}-v0"), levels, first_seed, time_limit, path, progress)
+    out.print(f"{len(demos)} demonstrations written to {out_file}")
+
+
 @levels_app.command("eval")
 def levels_eval(
     source: Annotated[str, typer.Argument(help="Level run folder (with model.zip), or an environment for the random baseline alone.")],

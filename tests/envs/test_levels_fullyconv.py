@@ -14,6 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 import rl4gen.envs  # noqa: F401
 from rl4gen.config import ConfigError
+from rl4gen.envs.levels.check import check_level
 from rl4gen.envs.levels.evaluate import evaluate_levels
 from rl4gen.envs.levels.networks import FullyConvPolicy
 from rl4gen.envs.levels.train import load_levels_config, train_levels
@@ -143,3 +144,24 @@ def test_search_teacher_clones_goal_levels_above_random(tmp_path: Path) -> None:
         load_levels_config(None, [*sets[:-3], "run_name=bad", f"teacher_file={run / 'teacher' / 'demos.jsonl'}"])  # 14x14
     with pytest.raises(ConfigError, match="needs policy fullyconv"):
         load_levels_config(None, ["env=binary-wide", "teacher_levels=10"])
+
+
+def test_levels_teach_writes_demonstrations_for_a_teacher_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rl4gen.cli import app
+
+    out = tmp_path / "demos.jsonl"
+    result = CliRunner().invoke(app, ["levels", "teach", "sokoban-wide", "--out", str(out), "--levels", "4", "--time-limit", "0.5"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(row["seed"] >= 1_000_000 for row in rows)
+    for row in rows:  # each demonstration's final level meets the goal within the budget (5 edits on 5x5)
+        start, final = np.array(row["start"]), np.array(row["final"])
+        assert 0 < (start != final).sum() <= 5
+        assert check_level("sokoban", final, start).goal  # the independent checker agrees
+    assert load_levels_config(None, ["env=sokoban-wide", "policy=fullyconv", f"teacher_file={out}"]).teacher_file == str(out)
+    again = CliRunner().invoke(app, ["levels", "teach", "sokoban-wide", "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    bad = CliRunner().invoke(app, ["levels", "teach", "mario-wide", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "unknown level environment" in bad.output

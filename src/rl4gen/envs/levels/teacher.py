@@ -57,14 +57,15 @@ class Demonstration:
 def search_demonstrations(
     env: gym.Env[Any, Any],
     count: int,
-    seed: int,
+    first_seed: int,
     time_limit: float = 3.0,
     path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Demonstration]:
     """Search a goal level for the start levels of ``count`` episodes of ``env`` (seeds
-    ``seed + SEED_OFFSET + i``); starts where the search finds none within ``time_limit`` process
-    seconds are skipped. Each demonstration found is appended to ``path`` (JSON lines) at once."""
+    ``first_seed + i``; training uses ``seed + SEED_OFFSET``); starts where the search finds none
+    within ``time_limit`` process seconds are skipped. Each demonstration found is appended to
+    ``path`` (JSON lines) at once."""
     from rl4gen.envs.levels.ceiling import search_goal_level
 
     core: Any = env.unwrapped  # a LevelEnv
@@ -72,7 +73,7 @@ def search_demonstrations(
     sink = path.open("a") if path is not None else None
     try:
         for i in range(count):
-            episode_seed = seed + SEED_OFFSET + i
+            episode_seed = first_seed + i
             env.reset(seed=episode_seed)
             start = core.level
             result = search_goal_level(core.problem, start, core.max_changes, time_limit=time_limit, seed=episode_seed)

@@ -296,6 +296,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
     import sys
 
     from rl4gen.envs.levels.teacher import (
+        SEED_OFFSET,
         clone,
         demonstration_states,
         load_demonstrations,
@@ -315,7 +316,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             if show_progress and (done % 50 == 0 or done == cfg.teacher_levels):
                 sys.stderr.write(f"teacher: searched {done}/{cfg.teacher_levels} start levels, {found} goal levels found\n")
 
-        demos = search_demonstrations(env, cfg.teacher_levels, cfg.seed, cfg.teacher_time_limit, path, progress)
+        demos = search_demonstrations(env, cfg.teacher_levels, cfg.seed + SEED_OFFSET, cfg.teacher_time_limit, path, progress)
         if not demos:
             raise ConfigError("the search teacher found no goal level: raise teacher_time_limit or drop the teacher.")
     gamma = float(cfg.algorithm_args.get("gamma", model.gamma))
