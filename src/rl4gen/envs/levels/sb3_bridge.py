@@ -100,7 +100,8 @@ class LevelsCallback(BaseCallback):
         self._pending.extend(self.sink)
         self.sink.clear()
         keep = self._pending[-self.cfg.levels_per_log :] if self.cfg.levels_per_log else []
-        step = int(self.model.num_timesteps) if self.model is not None else 0
+        model = getattr(self, "model", None)  # set by SB3 once learning starts (not with total_timesteps 0)
+        step = int(model.num_timesteps) if model is not None else 0
         records = []
         for level, info in keep:
             stats = {k: v for k, v in info.items() if k not in ("goal", "changes", "iterations", "final_level", "episode", "TimeLimit.truncated", "terminal_observation")}

@@ -48,8 +48,8 @@ class LevelsTrainConfig(Strict):
     """Stable-Baselines3 algorithm; dqn needs a Discrete action space (narrow or turtle)."""
     seed: int = 0
     """Seeds SB3 (torch, numpy) and the environments (environment i gets seed + i)."""
-    total_timesteps: int = Field(100_000, ge=1)
-    """Environment steps over all environments."""
+    total_timesteps: int = Field(100_000, ge=0)
+    """Environment steps over all environments (0: no RL, e.g. only the search teacher's clone)."""
     num_envs: int = Field(8, ge=1)
     """Environments stepped together (SB3 DummyVecEnv)."""
     env_args: dict[str, Any] = Field(default_factory=dict)
