@@ -172,9 +172,12 @@ def clone(
 
     Loss per state: ``−log Σ_{a ∈ to_do} π(a | s)`` (probability of doing any edit still to do)
     ``+ value_weight × (V(s) − return)² / Var(return)`` (scale-free: the returns are tens of
-    reward units, and the features are shared, so a raw squared error would swamp the cloning). The last tenth of the states (whole demonstrations at
-    the end of the list) is held out; returns the held-out loss, the fraction of held-out states
-    whose most likely action is an edit still to do (``accuracy``) and the training time."""
+    reward units, and the features are shared, so a raw squared error would swamp the cloning).
+
+    The last tenth of the states is held out: they belong to the last demonstrations of the list
+    (levels not trained on, but for the one demonstration cut at the boundary). Returns the
+    held-out loss, the fraction of held-out states whose most likely action is an edit still to
+    do (``accuracy``) and the training time."""
     generator = torch.Generator().manual_seed(seed)
     device = policy.device
     obs = torch.as_tensor(observations)
