@@ -441,10 +441,10 @@ def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, ti
 
     import rl4gen.envs  # noqa: F401
     from rl4gen.envs.levels.teacher import search_demonstrations
-    from rl4gen.envs.levels.train import ENV_NAMES
+    from rl4gen.envs.levels.train import ENV_NAMES, level_env_name
 
-    name = env_name.removeprefix("rl4gen/").removesuffix("-v0")
-    if name not in ENV_NAMES:
+    name = level_env_name(env_name)
+    if name is None:
         raise ConfigError(f"unknown level environment {env_name!r}: use one of {', '.join(ENV_NAMES)}.")
     path = Path(out_file)
     if path.exists():

@@ -139,6 +139,7 @@ def evaluate_levels(
         _algorithm_class,
         _latest_checkpoint,
         _make_env,
+        level_env_name,
         validate_levels_config,
     )
 
@@ -161,8 +162,8 @@ def evaluate_levels(
                 raise ConfigError(f"run folder {str(path)!r} has no model.zip or checkpoint yet: train it first.")
             model_path = latest[0] / "model.zip"
     else:
-        name = str(source).removeprefix("rl4gen/").removesuffix("-v0")
-        if name not in ENV_NAMES:
+        name = level_env_name(str(source))
+        if name is None:
             raise ConfigError(f"{str(source)!r} is neither a level run folder nor an environment: use one of {', '.join(ENV_NAMES)}.")
         cfg = validate_levels_config({"env": name})
     problem = cfg.env.split("-")[0]

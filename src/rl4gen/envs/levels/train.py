@@ -34,9 +34,16 @@ from rl4gen.config import ConfigError, Strict, deep_merge, parse_set, read_yaml
 from rl4gen.envs.levels.problems import PROBLEMS
 from rl4gen.envs.levels.representations import REPRESENTATIONS
 
-__all__ = ["LevelsTrainConfig", "LevelsTrainResult", "load_levels_config", "train_levels"]
+__all__ = ["LevelsTrainConfig", "LevelsTrainResult", "level_env_name", "load_levels_config", "train_levels"]
 
 ENV_NAMES = tuple(f"{p}-{r}" for p in PROBLEMS for r in REPRESENTATIONS)
+
+
+def level_env_name(text: str) -> str | None:
+    """``problem-representation`` for ``binary-narrow`` or ``rl4gen/binary-narrow-v0``; None when
+    the text names no level environment."""
+    name = text.removeprefix("rl4gen/").removesuffix("-v0")
+    return name if name in ENV_NAMES else None
 
 
 class LevelsTrainConfig(Strict):
