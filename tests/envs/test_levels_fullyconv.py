@@ -165,3 +165,77 @@ def test_levels_teach_writes_demonstrations_for_a_teacher_file(tmp_path: Path) -
     assert again.exit_code == 2 and "already exists" in again.output
     bad = CliRunner().invoke(app, ["levels", "teach", "mario-wide", "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "unknown level environment" in bad.output
+
+
+def test_symmetric_demonstrations_keep_every_problems_statistics() -> None:
+    from rl4gen.envs.levels.problems import make_problem
+    from rl4gen.envs.levels.teacher import Demonstration, symmetric_demonstrations
+
+    rng = np.random.default_rng(0)
+    for name, images in (("binary", 8), ("zelda", 4), ("sokoban", 8)):
+        env = gym.make(f"rl4gen/{name}-wide-v0").unwrapped
+        problem = make_problem(name)
+        for _ in range(20):
+            start, final = env.random_level(rng), env.random_level(rng)
+            out = symmetric_demonstrations([Demonstration(7, start, final)])
+            assert len(out) == images and all(d.seed == 7 for d in out)
+            assert np.array_equal(out[0].start, start) and np.array_equal(out[0].final, final)  # the identity first
+            stats = problem.stats(problem.grid.masks(final, problem.num_tiles))
+            for demo in out:  # turned or mirrored together: same edits, same statistics
+                assert (demo.start != demo.final).sum() == (start != final).sum()
+                image = problem.stats(problem.grid.masks(demo.final, problem.num_tiles))
+                if name == "binary":  # the longest path is a two-sweep estimate: it may move by a step
+                    assert image["regions"] == stats["regions"] and abs(image["path-length"] - stats["path-length"]) <= 3
+                else:
+                    assert image == stats
+        # a symmetric level has fewer distinct images
+        flat = np.zeros((problem.height, problem.width), dtype=np.uint8)
+        assert len(symmetric_demonstrations([Demonstration(0, flat, flat)])) == 1
+    # with the problem given, only images that still meet the goal are kept
+    from rl4gen.envs.levels.ceiling import search_goal_level
+
+    problem = make_problem("binary", width=6, height=6, target_path=4)
+    env = gym.make("rl4gen/binary-wide-v0", problem_options={"width": 6, "height": 6, "target_path": 4}).unwrapped
+    kept = total = 0
+    for seed in range(6):
+        env.reset(seed=seed)
+        found = search_goal_level(problem, env.level, env.max_changes, time_limit=0.5, seed=seed)
+        if found.goal:
+            demo = Demonstration(seed, env.level, found.level)
+            images = symmetric_demonstrations([demo], problem)
+            total += len(symmetric_demonstrations([demo]))
+            kept += len(images)
+            assert np.array_equal(images[0].final, found.level)
+            for image in images:
+                begin = problem.stats(problem.grid.masks(image.start, 2))
+                assert problem.goal(problem.stats(problem.grid.masks(image.final, 2)), begin)
+    assert 0 < kept <= total
+
+
+def test_self_imitation_raises_the_sampled_goal_rate(tmp_path: Path) -> None:
+    # 5x5 binary, no teacher: the untrained policy's samples reach the goal now and then (~6%);
+    # cloning those goal levels round after round makes the policy reach it more often
+    sets = ["env=binary-wide", "policy=fullyconv", "channels=16", "total_timesteps=0", "levels_per_log=0", "run_name=run",
+            f"output_dir={tmp_path}", "self_imitation_rounds=4", "self_imitation_starts=100", "self_imitation_samples=8",
+            "self_imitation_epochs=4", "teacher_symmetries=true"]
+    base = {"env_args": {"problem_options": {"width": 5, "height": 5, "target_path": 3}}}
+    cfg = load_levels_config(None, sets, base=base)
+    untrained = train_levels(load_levels_config(None, [*sets[:4], "run_name=untrained", f"output_dir={tmp_path}"], base=base),
+                             show_progress=False).model.policy.state_dict()
+    run = train_levels(cfg, show_progress=False)
+    records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = [r for r in records if "self_imitation/sample_goal_rate" in r]
+    assert [r["step"] for r in rounds] == [1, 2, 3, 4]
+    rates = [r["self_imitation/sample_goal_rate"] for r in rounds]
+    assert rates[-1] > rates[0] + 0.1, rates  # e.g. 0.07 -> 0.4
+    assert all(r["self_imitation/goal_levels"] > 0 for r in rounds)
+    trained = run.model.policy.state_dict()
+    assert all(not torch.equal(untrained[k], trained[k]) for k in trained)  # seeded alike: cloning moved every parameter
+    demos = [json.loads(line) for line in (run.run_dir / "teacher" / "self_demos.jsonl").read_text().splitlines()]
+    assert len(demos) == sum(r["self_imitation/goal_levels"] for r in rounds)
+    assert all(check_level("binary", np.array(d["final"]), np.array(d["start"]), target_path=3).goal for d in demos)
+    assert all(d["seed"] >= 2_000_000 for d in demos)  # away from training's and evaluation's start levels
+    result = evaluate_levels(run.run_dir, episodes=200, write=False)
+    assert result["policy"]["goal_rate"] > result["random"]["goal_rate"] + 0.15, result
+    with pytest.raises(ConfigError, match="needs policy fullyconv"):
+        load_levels_config(None, ["env=binary-wide", "self_imitation_rounds=2"])

@@ -26,7 +26,7 @@ import numpy as np
 from rl4gen.envs.levels.check import DEFAULT_TARGETS, check_level
 from rl4gen.envs.levels.samples import level_record
 
-__all__ = ["EVAL_FILE", "diversity", "evaluate_levels", "goal_targets", "level_metrics"]
+__all__ = ["EVAL_FILE", "diversity", "evaluate_levels", "goal_targets", "level_metrics", "play_episodes"]
 
 EVAL_FILE = "levels_eval.json"
 
@@ -53,18 +53,21 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
     return out
 
 
-def _play(make_env: Callable[[], Any], episodes: int, seed: int, act: Callable[[np.ndarray], np.ndarray] | None,
-          attempts: int = 1) -> dict[str, Any]:
-    """Play ``episodes`` episodes side by side (episode ``i`` from ``reset(seed=seed + i)``);
-    ``act`` maps stacked observations to actions (None: uniformly random actions). With
-    ``attempts`` > 1, an episode that ends short of the goal starts again from the same start
-    level, up to ``attempts`` times; the last attempt's level is the result."""
+def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray] | None,
+                  attempts: int = 1) -> dict[str, Any]:
+    """Play one episode per seed side by side (episode ``i`` from ``reset(seed=seeds[i])``; a
+    repeated seed repeats the start level); ``act`` maps stacked observations to actions (None:
+    uniformly random actions). With ``attempts`` > 1, an episode that ends short of the goal
+    starts again from the same start level, up to ``attempts`` times; the last attempt's level
+    is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
+    ``env_goals``, ``lengths`` (steps of the last attempt) and ``tries``."""
+    episodes = len(seeds)
     envs = [make_env() for _ in range(episodes)]
     obs = []
     starts = []
     for i, env in enumerate(envs):
-        o, _ = env.reset(seed=seed + i)
-        env.action_space.seed(seed + i)
+        o, _ = env.reset(seed=seeds[i])
+        env.action_space.seed(seeds[i])
         obs.append(o)
         starts.append(env.unwrapped.level)
     finals: list[np.ndarray | None] = [None] * episodes
@@ -184,9 +187,10 @@ def evaluate_levels(
             actions, _ = model.predict(obs, deterministic=deterministic)
             return np.asarray(actions)
 
-        played = _play(make_env, episodes, seed, act, attempts)
+        seeds = range(seed, seed + episodes)
+        played = play_episodes(make_env, seeds, act, attempts)
         result["policy"] = _summary(problem, played, targets)
-    result["random"] = _summary(problem, _play(make_env, episodes, seed, None, attempts), targets)
+    result["random"] = _summary(problem, play_episodes(make_env, range(seed, seed + episodes), None, attempts), targets)
     if run_dir is not None and write:
         (run_dir / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         records = [level_record(level, problem, env=f"rl4gen/{cfg.env}-v0", source="eval") for level in played["finals"]]

@@ -35,11 +35,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["Demonstration", "clone", "demonstration_states", "load_demonstrations", "search_demonstrations"]
+__all__ = [
+    "Demonstration",
+    "clone",
+    "demonstration_states",
+    "load_demonstrations",
+    "search_demonstrations",
+    "self_imitation",
+    "symmetric_demonstrations",
+]
 
 #: demonstrations start from ``reset(seed=seed + SEED_OFFSET + i)``: training uses ``seed + i``
 #: (plus the timestep count on resume) and evaluation 10,000 onwards
 SEED_OFFSET = 1_000_000
+#: self-imitation's start levels: ``reset(seed=seed + SELF_SEED_OFFSET + round × starts + i)``
+SELF_SEED_OFFSET = 2_000_000
 
 
 @dataclass
@@ -116,6 +126,45 @@ def load_demonstrations(path: str | Path, shape: tuple[int, int], num_tiles: int
     if not demos:
         raise ConfigError(f"teacher_file {str(path)!r} has no demonstrations.")
     return demos
+
+
+def symmetries(level: np.ndarray) -> list[np.ndarray]:
+    """The level under each symmetry of its grid that keeps its shape: the 8 rotations and
+    reflections of a square map, the 4 of a rectangle (identity, the two flips, the half turn);
+    the identity first."""
+    out = []
+    for turns in range(4):
+        turned = np.rot90(level, turns)
+        for image in (turned, turned[:, ::-1]):
+            if image.shape == level.shape:
+                out.append(np.ascontiguousarray(image))
+    return out
+
+
+def symmetric_demonstrations(demos: Sequence[Demonstration], problem: Any = None) -> list[Demonstration]:
+    """Each demonstration under every symmetry of the grid (duplicates dropped; each one's
+    images follow it, so a held-out tail stays held out up to its boundary).
+
+    Zelda's and sokoban's statistics (tile counts, regions, shortest paths, the solver's moves)
+    do not change when the map is turned or mirrored, so a demonstration's image is again a start
+    level and a goal level within the budget: 8 (square maps) or 4 demonstrations for the search's
+    price of one. Binary's longest path is a two-sweep BFS estimate that can differ by a step or two
+    between images, so with ``problem`` given every image is kept only when its final level meets
+    ``problem``'s goal from its start (the original always is)."""
+    out: list[Demonstration] = []
+    seen: set[tuple[bytes, bytes]] = set()
+    for demo in demos:
+        for n, (start, final) in enumerate(zip(symmetries(demo.start), symmetries(demo.final), strict=True)):
+            key = (start.tobytes(), final.tobytes())
+            if key in seen:
+                continue
+            seen.add(key)
+            if n and problem is not None:
+                begin = problem.stats(problem.grid.masks(start, problem.num_tiles))
+                if not problem.goal(problem.stats(problem.grid.masks(final, problem.num_tiles)), begin):
+                    continue
+            out.append(Demonstration(demo.seed, start, final))
+    return out
 
 
 def demonstration_states(
@@ -227,3 +276,102 @@ def _distribution_and_values(policy: Any, obs: torch.Tensor) -> tuple[Any, torch
     features = policy.extract_features(obs)
     latent_pi, latent_vf = policy.mlp_extractor(features)
     return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf)
+
+
+def self_imitation(
+    model: Any,
+    make_env: Callable[[], gym.Env[Any, Any]],
+    demos: Sequence[Demonstration],
+    rounds: int,
+    starts: int,
+    samples: int,
+    first_seed: int,
+    *,
+    epochs: int = 3,
+    pool: int = 2500,
+    orders: int = 2,
+    symmetric: bool = False,
+    seed: int = 0,
+    batch_starts: int = 100,
+    path: Path | None = None,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[Demonstration]:
+    """Expert iteration on the policy's own goal levels, after cloning.
+
+    Each of ``rounds`` rounds draws ``starts`` new start levels (seeds ``first_seed + round ×
+    starts + i``), lets ``model`` (an SB3 model with a ``FullyConvPolicy``) play ``samples``
+    sampled episodes from each, keeps every distinct level that met the goal as a new
+    demonstration, and clones (:func:`clone`, ``epochs`` passes) on the new demonstrations plus a
+    random sample of the earlier ones (``demos`` first, then earlier rounds'), at most ``pool``
+    demonstrations in all (0: all of them), each under the grid's symmetries when ``symmetric``.
+
+    This is policy improvement with a 0/1 reward (reached the goal or not): cloning the
+    successful samples raises the probability of what worked, the same start's failures give
+    no gradient. Cloning the search's demonstrations starts the policy where its samples
+    succeed now and then; these rounds then learn from many more levels than the search can
+    afford (a sampled episode costs milliseconds, a search about a second).
+
+    ``log(round, metrics)`` gets ``self_imitation/*`` metrics after each round: ``sample_goal_rate``
+    (fraction of sampled episodes that met the goal: the policy's own goal rate on the round's
+    starts), ``solved_starts`` (fraction of starts with at least one), ``goal_levels``,
+    ``demonstrations``, ``states`` and the clone's held-out ``loss``/``accuracy``. Each round's
+    new demonstrations are appended to ``path`` (JSON lines, as :func:`search_demonstrations`
+    writes them). Returns the new demonstrations of all rounds."""
+    from rl4gen.envs.levels.evaluate import play_episodes
+
+    rng = np.random.default_rng(seed)
+    env = make_env()
+    gamma = float(model.gamma)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions, _ = model.predict(obs, deterministic=False)
+        return np.asarray(actions)
+
+    earlier = list(demos)
+    found_all: list[Demonstration] = []
+    try:
+        for round_ in range(rounds):
+            clock = time.perf_counter()
+            base = first_seed + round_ * starts
+            found: list[Demonstration] = []
+            goals = solved = 0
+            for b in range(0, starts, batch_starts):
+                seeds = [base + j for j in range(b, min(b + batch_starts, starts)) for _ in range(samples)]
+                played = play_episodes(make_env, seeds, act)
+                for j in range(0, len(seeds), samples):
+                    distinct: dict[bytes, np.ndarray] = {}
+                    for k in range(j, j + samples):
+                        if played["env_goals"][k]:
+                            goals += 1
+                            distinct.setdefault(played["finals"][k].tobytes(), played["finals"][k])
+                    solved += bool(distinct)
+                    found.extend(Demonstration(seeds[j], played["starts"][j], final) for final in distinct.values())
+            metrics = {
+                "self_imitation/sample_goal_rate": goals / (starts * samples),
+                "self_imitation/solved_starts": solved / starts,
+                "self_imitation/goal_levels": float(len(found)),
+            }
+            if found:
+                kept = earlier
+                if pool and len(found) + len(earlier) > pool:
+                    picked = rng.choice(len(earlier), max(pool - len(found), 0), replace=False)
+                    kept = [earlier[i] for i in sorted(picked)]
+                training = kept + found  # the new ones last: the clone's held-out tail is new levels
+                if symmetric:
+                    training = symmetric_demonstrations(training, env.unwrapped.problem)  # type: ignore[attr-defined]
+                observations, to_do, returns = demonstration_states(env, training, orders, gamma, seed=seed + round_)
+                result = clone(model.policy, observations, to_do, returns, epochs=epochs, seed=seed + round_)
+                metrics.update({key.replace("teacher/", "self_imitation/"): value for key, value in result.items()
+                                if key != "teacher/epoch"})
+                metrics["self_imitation/demonstrations"] = float(len(training))
+            earlier += found
+            found_all += found
+            if path is not None:
+                with path.open("a") as sink:
+                    sink.writelines(json.dumps(demo.record()) + "\n" for demo in found)
+            metrics["self_imitation/seconds"] = time.perf_counter() - clock
+            if log is not None:
+                log(round_ + 1, metrics)
+    finally:
+        env.close()
+    return found_all

@@ -90,6 +90,21 @@ class LevelsTrainConfig(Strict):
     """Passes of behaviour cloning over the demonstration states."""
     teacher_time_limit: float = Field(3.0, gt=0)
     """Process seconds the search may spend on one start level."""
+    teacher_symmetries: bool = False
+    """Clone each demonstration under every rotation and reflection of the map too (8 images on
+    square maps, 4 on others; an image whose final level misses the goal is dropped)."""
+    self_imitation_rounds: int = Field(0, ge=0)
+    """After cloning (policy fullyconv): rounds of expert iteration, each cloning the goal levels
+    the policy's own sampled episodes reach (rl4gen.envs.levels.teacher.self_imitation); 0 = off."""
+    self_imitation_starts: int = Field(800, ge=1)
+    """New start levels per self-imitation round."""
+    self_imitation_samples: int = Field(16, ge=1)
+    """Sampled episodes per start level in a self-imitation round."""
+    self_imitation_epochs: int = Field(3, ge=1)
+    """Cloning passes per self-imitation round."""
+    self_imitation_pool: int = Field(2500, ge=0)
+    """Demonstrations cloned per round at most (the round's new ones plus a random sample of the
+    earlier ones, before symmetries); 0 = all of them."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -147,6 +162,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError("config key 'policy' fullyconv needs a wide env and ppo or a2c: use policy cnn otherwise.")
     if (cfg.teacher_levels or cfg.teacher_file) and cfg.policy != "fullyconv":
         raise ConfigError("config key 'teacher_levels' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop the teacher.")
+    if cfg.self_imitation_rounds and cfg.policy != "fullyconv":
+        raise ConfigError("config key 'self_imitation_rounds' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop it.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
@@ -265,14 +282,14 @@ def train_levels(
         model = algo("MlpPolicy", venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
 
     metrics = MetricsLogger(run_dir, cfg.total_timesteps, start_step=start, show_progress=show_progress)
-    if not resume and (cfg.teacher_levels or cfg.teacher_file):
+    if not resume and (cfg.teacher_levels or cfg.teacher_file or cfg.self_imitation_rounds):
         try:
             _clone_teacher(cfg, run_dir, model, metrics, show_progress)
         except BaseException:
             metrics.close()
             venv.close()
             raise
-        save_checkpoint(model, run_dir, 0)  # the cloned policy, before RL
+        save_checkpoint(model, run_dir, 0)  # the cloned (and self-imitated) policy, before RL
     writer = MetricsWriter(metrics, cfg.algorithm)
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     callback = LevelsCallback(cfg, run_dir, metrics, sink)
@@ -299,22 +316,28 @@ def train_levels(
 
 
 def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:
-    """Demonstrations from the search teacher (or ``teacher_file``), then behaviour cloning."""
+    """Demonstrations from the search teacher (or ``teacher_file``), behaviour cloning, then the
+    self-imitation rounds."""
     import sys
 
     from rl4gen.envs.levels.teacher import (
         SEED_OFFSET,
+        SELF_SEED_OFFSET,
+        Demonstration,
         clone,
         demonstration_states,
         load_demonstrations,
         search_demonstrations,
+        self_imitation,
+        symmetric_demonstrations,
     )
 
     env = _make_env(cfg, 0, None)
     problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
+    demos: list[Demonstration] = []
     if cfg.teacher_file:
         demos = load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
-    else:
+    elif cfg.teacher_levels:
         path = run_dir / "teacher" / "demos.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
@@ -327,14 +350,34 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
         if not demos:
             raise ConfigError("the search teacher found no goal level: raise teacher_time_limit or drop the teacher.")
     gamma = float(cfg.algorithm_args.get("gamma", model.gamma))
-    observations, to_do, returns = demonstration_states(env, demos, cfg.teacher_orders, gamma, seed=cfg.seed)
+    if demos:
+        cloned = symmetric_demonstrations(demos, problem) if cfg.teacher_symmetries else demos
+        observations, to_do, returns = demonstration_states(env, cloned, cfg.teacher_orders, gamma, seed=cfg.seed)
+        result = clone(model.policy, observations, to_do, returns, epochs=cfg.teacher_epochs, seed=cfg.seed)
+        result["teacher/demonstrations"] = float(len(demos))
+        metrics.log(0, result)
+        if show_progress:
+            sys.stderr.write(f"teacher: cloned {len(demos)} demonstrations ({len(observations)} states), "
+                             f"held-out accuracy {result.get('teacher/accuracy', float('nan')):.3f}\n")
     env.close()
-    result = clone(model.policy, observations, to_do, returns, epochs=cfg.teacher_epochs, seed=cfg.seed)
-    result["teacher/demonstrations"] = float(len(demos))
-    metrics.log(0, result)
-    if show_progress:
-        sys.stderr.write(f"teacher: cloned {len(demos)} demonstrations ({len(observations)} states), "
-                         f"held-out accuracy {result.get('teacher/accuracy', float('nan')):.3f}\n")
+    if cfg.self_imitation_rounds:
+
+        def log(round_: int, values: dict[str, float]) -> None:
+            metrics.log(round_, values)
+            model.save(run_dir / "teacher" / "model.tmp.zip")  # the policy so far (step_0 once all rounds are done)
+            (run_dir / "teacher" / "model.tmp.zip").replace(run_dir / "teacher" / "model.zip")
+            if show_progress:
+                sys.stderr.write(f"self-imitation: round {round_}/{cfg.self_imitation_rounds}, sampled goal rate "
+                                 f"{values['self_imitation/sample_goal_rate']:.3f}, {int(values['self_imitation/goal_levels'])} goal levels\n")
+
+        (run_dir / "teacher").mkdir(exist_ok=True)
+        (run_dir / "teacher" / "self_demos.jsonl").write_text("")
+        self_imitation(
+            model, functools.partial(_make_env, cfg, 0, None), demos, cfg.self_imitation_rounds, cfg.self_imitation_starts,
+            cfg.self_imitation_samples, cfg.seed + SELF_SEED_OFFSET, epochs=cfg.self_imitation_epochs,
+            pool=cfg.self_imitation_pool, orders=cfg.teacher_orders, symmetric=cfg.teacher_symmetries, seed=cfg.seed,
+            path=run_dir / "teacher" / "self_demos.jsonl", log=log,
+        )
 
 
 def save_checkpoint(model: Any, run_dir: Path, timesteps: int) -> Path:
