@@ -56,7 +56,7 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
 def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray] | None,
                   attempts: int = 1) -> dict[str, Any]:
     """Play one episode per seed side by side (episode ``i`` from ``reset(seed=seeds[i])``; a
-    repeated seed repeats the start level); ``act`` maps stacked observations to actions (None:
+    repeated seed repeats the start level, and with random actions the whole episode); ``act`` maps stacked observations to actions (None:
     uniformly random actions). With ``attempts`` > 1, an episode that ends short of the goal
     starts again from the same start level, up to ``attempts`` times; the last attempt's level
     is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
@@ -179,6 +179,7 @@ def evaluate_levels(
     probe.close()
 
     result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic, "attempts": attempts}
+    seeds = range(seed, seed + episodes)
     if run_dir is not None:
         model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu")  # policy class and kwargs come from the zip
         result["model"] = str(model_path.relative_to(run_dir))
@@ -187,10 +188,9 @@ def evaluate_levels(
             actions, _ = model.predict(obs, deterministic=deterministic)
             return np.asarray(actions)
 
-        seeds = range(seed, seed + episodes)
         played = play_episodes(make_env, seeds, act, attempts)
         result["policy"] = _summary(problem, played, targets)
-    result["random"] = _summary(problem, play_episodes(make_env, range(seed, seed + episodes), None, attempts), targets)
+    result["random"] = _summary(problem, play_episodes(make_env, seeds, None, attempts), targets)
     if run_dir is not None and write:
         (run_dir / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
         records = [level_record(level, problem, env=f"rl4gen/{cfg.env}-v0", source="eval") for level in played["finals"]]

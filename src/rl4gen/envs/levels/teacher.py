@@ -303,7 +303,8 @@ def self_imitation(
     sampled episodes from each, keeps every distinct level that met the goal as a new
     demonstration, and clones (:func:`clone`, ``epochs`` passes) on the new demonstrations plus a
     random sample of the earlier ones (``demos`` first, then earlier rounds'), at most ``pool``
-    demonstrations in all (0: all of them), each under the grid's symmetries when ``symmetric``.
+    demonstrations in all (0: all of them; a round that finds more than ``pool`` clones a random
+    ``pool`` of its own), each under the grid's symmetries when ``symmetric``.
 
     This is policy improvement with a 0/1 reward (reached the goal or not): cloning the
     successful samples raises the probability of what worked, the same start's failures give
@@ -314,9 +315,11 @@ def self_imitation(
     ``log(round, metrics)`` gets ``self_imitation/*`` metrics after each round: ``sample_goal_rate``
     (fraction of sampled episodes that met the goal: the policy's own goal rate on the round's
     starts), ``solved_starts`` (fraction of starts with at least one), ``goal_levels``,
-    ``demonstrations``, ``states`` and the clone's held-out ``loss``/``accuracy``. Each round's
-    new demonstrations are appended to ``path`` (JSON lines, as :func:`search_demonstrations`
-    writes them). Returns the new demonstrations of all rounds."""
+    ``demonstrations`` (cloned, before symmetries), ``states`` and the clone's ``loss``/``accuracy``
+    on the held-out newest levels (the policy's own samples, several per start level: a check that
+    the cloning fits, not a measure of generalisation). Each round's new demonstrations are appended
+    to ``path`` (JSON lines, as :func:`search_demonstrations` writes them) before its cloning.
+    Returns the new demonstrations of all rounds."""
     from rl4gen.envs.levels.evaluate import play_episodes
 
     rng = np.random.default_rng(seed)
@@ -351,24 +354,27 @@ def self_imitation(
                 "self_imitation/solved_starts": solved / starts,
                 "self_imitation/goal_levels": float(len(found)),
             }
+            if path is not None:  # before cloning: a failure there keeps the round's levels
+                with path.open("a") as sink:
+                    sink.writelines(json.dumps(demo.record()) + "\n" for demo in found)
             if found:
+                new = found
+                if pool and len(found) > pool:  # a round may find more than the pool holds
+                    new = [found[i] for i in sorted(rng.choice(len(found), pool, replace=False))]
                 kept = earlier
-                if pool and len(found) + len(earlier) > pool:
-                    picked = rng.choice(len(earlier), max(pool - len(found), 0), replace=False)
+                if pool and len(new) + len(earlier) > pool:
+                    picked = rng.choice(len(earlier), pool - len(new), replace=False)
                     kept = [earlier[i] for i in sorted(picked)]
-                training = kept + found  # the new ones last: the clone's held-out tail is new levels
+                training = kept + new  # the new ones last: the clone's held-out tail is the newest levels
+                metrics["self_imitation/demonstrations"] = float(len(training))
                 if symmetric:
                     training = symmetric_demonstrations(training, env.unwrapped.problem)  # type: ignore[attr-defined]
                 observations, to_do, returns = demonstration_states(env, training, orders, gamma, seed=seed + round_)
                 result = clone(model.policy, observations, to_do, returns, epochs=epochs, seed=seed + round_)
                 metrics.update({key.replace("teacher/", "self_imitation/"): value for key, value in result.items()
                                 if key != "teacher/epoch"})
-                metrics["self_imitation/demonstrations"] = float(len(training))
             earlier += found
             found_all += found
-            if path is not None:
-                with path.open("a") as sink:
-                    sink.writelines(json.dumps(demo.record()) + "\n" for demo in found)
             metrics["self_imitation/seconds"] = time.perf_counter() - clock
             if log is not None:
                 log(round_ + 1, metrics)

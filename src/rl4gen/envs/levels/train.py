@@ -162,6 +162,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError("config key 'policy' fullyconv needs a wide env and ppo or a2c: use policy cnn otherwise.")
     if (cfg.teacher_levels or cfg.teacher_file) and cfg.policy != "fullyconv":
         raise ConfigError("config key 'teacher_levels' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop the teacher.")
+    if cfg.teacher_symmetries and not (cfg.teacher_levels or cfg.teacher_file or cfg.self_imitation_rounds):
+        raise ConfigError("config key 'teacher_symmetries' applies to demonstrations: set teacher_levels, teacher_file or self_imitation_rounds, or drop it.")
     if cfg.self_imitation_rounds and cfg.policy != "fullyconv":
         raise ConfigError("config key 'self_imitation_rounds' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop it.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
