@@ -56,10 +56,10 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
 def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray] | None,
                   attempts: int = 1) -> dict[str, Any]:
     """Play one episode per seed side by side (episode ``i`` from ``reset(seed=seeds[i])``; a
-    repeated seed repeats the start level, and with random actions the whole episode); ``act`` maps stacked observations to actions (None:
-    uniformly random actions). With ``attempts`` > 1, an episode that ends short of the goal
-    starts again from the same start level, up to ``attempts`` times; the last attempt's level
-    is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
+    repeated seed repeats the start level, and with random actions the whole episode); ``act``
+    maps stacked observations to actions (None: uniformly random actions). With ``attempts`` > 1,
+    an episode that ends short of the goal starts again from the same start level, up to
+    ``attempts`` times; the last attempt's level is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
     ``env_goals``, ``lengths`` (steps of the last attempt) and ``tries``."""
     episodes = len(seeds)
     envs = [make_env() for _ in range(episodes)]
