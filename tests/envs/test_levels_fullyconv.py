@@ -242,6 +242,34 @@ def test_self_imitation_raises_the_sampled_goal_rate(tmp_path: Path) -> None:
     assert all(d["seed"] >= 2_000_000 for d in demos)  # away from training's and evaluation's start levels
     result = evaluate_levels(run.run_dir, episodes=200, write=False)
     assert result["policy"]["goal_rate"] > result["random"]["goal_rate"] + 0.15, result
+    # init_model starts a run from those weights exactly
+    plain = train_levels(load_levels_config(None, [*sets[:4], "run_name=init", f"output_dir={tmp_path}",
+                                                   f"init_model={run.run_dir / 'model.zip'}"], base=base), show_progress=False)
+    assert all(torch.equal(trained[k], v) for k, v in plain.model.policy.state_dict().items())
+    # continuing the rounds: from the trained policy (its first sampled rate is already high),
+    # on the earlier goal levels as the pool, with new start levels and round numbers
+    more = train_levels(load_levels_config(None, [*sets[:5], f"output_dir={tmp_path}", "run_name=more", "self_imitation_rounds=1",
+                                                  "self_imitation_first_round=4", "teacher_epochs=0", *sets[8:],
+                                                  f"teacher_file={run.run_dir / 'teacher' / 'self_demos.jsonl'}",
+                                                  f"init_model={run.run_dir / 'teacher' / 'model.zip'}"], base=base),
+                        show_progress=False)
+    [again] = [json.loads(line) for line in (more.run_dir / "metrics.jsonl").read_text().splitlines()
+               if "self_imitation/sample_goal_rate" in line]
+    assert again["step"] == 5 and again["self_imitation/sample_goal_rate"] > rates[0] + 0.1, (again, rates)
+    assert "teacher/loss" not in (more.run_dir / "metrics.jsonl").read_text()  # teacher_epochs 0: no cloning of the file
+    seeds = [json.loads(line)["seed"] for line in (more.run_dir / "teacher" / "self_demos.jsonl").read_text().splitlines()]
+    assert seeds and min(seeds) >= 2_000_000 + 4 * 100 > max(d["seed"] for d in demos)
+    # a model of another width does not fit: one sentence, and no run folder
+    with pytest.raises(ConfigError, match="'init_model' .* does not fit this run's policy"):
+        train_levels(load_levels_config(None, [*sets[:2], "channels=8", *sets[3:4], "run_name=misfit", f"output_dir={tmp_path}",
+                                               f"init_model={run.run_dir / 'model.zip'}"], base=base), show_progress=False)
+    assert not (tmp_path / "misfit").exists()
+    with pytest.raises(ConfigError, match="'init_model' names no file"):
+        load_levels_config(None, [*sets[:4], f"init_model={tmp_path / 'none.zip'}"], base=base)
+    with pytest.raises(ConfigError, match="'teacher_epochs' is 0"):
+        load_levels_config(None, [*sets[:4], "teacher_epochs=0", f"teacher_file={run.run_dir / 'teacher' / 'self_demos.jsonl'}"], base=base)
+    with pytest.raises(ConfigError, match="'self_imitation_first_round' continues"):
+        load_levels_config(None, [*sets[:4], "self_imitation_first_round=3"], base=base)
     with pytest.raises(ConfigError, match="needs policy fullyconv"):
         load_levels_config(None, ["env=binary-wide", "self_imitation_rounds=2"])
     with pytest.raises(ConfigError, match="'teacher_symmetries' applies to demonstrations"):

@@ -122,8 +122,15 @@ def test_cli_train_from_the_shipped_recipe_then_show(tmp_path: Path) -> None:
     assert "run folder:" in result.output
     result = runner.invoke(app, ["levels", "show", str(tmp_path / "run")])
     assert result.exit_code == 0 and (tmp_path / "run" / "samples" / "levels.png").is_file()
+    level = [[1, 1, 1, 1, 1], [1, 2, 0, 0, 1], [1, 0, 3, 0, 1], [1, 0, 0, 4, 1], [1, 1, 1, 1, 1]]
+    (tmp_path / "demos.jsonl").write_text(json.dumps({"seed": 1, "start": level, "final": level}) + "\n")
+    (tmp_path / "model.zip").write_bytes(b"")
     for recipe in sorted((REPO / "configs" / "levels").glob("*.yaml")):
         result = runner.invoke(app, ["train", str(recipe), "--dry-run"])
+        if "init_model:" in recipe.read_text():  # continues an earlier run: its files are named first
+            assert result.exit_code != 0 and "'init_model' names no file" in result.output, (recipe.name, result.output)
+            result = runner.invoke(app, ["train", str(recipe), "--dry-run", "--set", f"init_model={tmp_path / 'model.zip'}",
+                                         "--set", f"teacher_file={tmp_path / 'demos.jsonl'}"])
         assert result.exit_code == 0, (recipe.name, result.output)
 
 

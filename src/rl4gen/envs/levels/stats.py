@@ -221,7 +221,10 @@ def distance(source: int, target: int, passable: int, pitch: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 _SOLVER_CACHE: dict[tuple[int, int, int, int, int, int], tuple[int, int]] = {}
-_SOLVER_CACHE_SIZE = 4096
+#: entries kept (about 250 bytes each); the oldest go first. Training replays the same levels
+#: often (cloning plays each demonstration in several edit orders, every round again), so a
+#: large cache saves most solver calls there.
+_SOLVER_CACHE_SIZE = 1 << 17
 
 
 def _crate_heuristic(crates: int, targets: Sequence[tuple[int, int]], pitch: int) -> int:
@@ -260,7 +263,7 @@ def solve_sokoban(
         return cached
     result = _solve(player, crates, targets, passable, pitch, node_limit)
     if len(_SOLVER_CACHE) >= _SOLVER_CACHE_SIZE:
-        _SOLVER_CACHE.clear()
+        del _SOLVER_CACHE[next(iter(_SOLVER_CACHE))]
     _SOLVER_CACHE[key] = result
     return result
 

@@ -295,11 +295,13 @@ def self_imitation(
     batch_starts: int = 100,
     path: Path | None = None,
     log: Callable[[int, dict[str, float]], None] | None = None,
+    first_round: int = 0,
 ) -> list[Demonstration]:
     """Expert iteration on the policy's own goal levels, after cloning.
 
     Each of ``rounds`` rounds draws ``starts`` new start levels (seeds ``first_seed + round ×
-    starts + i``), lets ``model`` (an SB3 model with a ``FullyConvPolicy``) play ``samples``
+    starts + i``, rounds numbered from ``first_round``: a run that continues another's rounds
+    draws new levels), lets ``model`` (an SB3 model with a ``FullyConvPolicy``) play ``samples``
     sampled episodes from each, keeps every distinct level that met the goal as a new
     demonstration, and clones (:func:`clone`, ``epochs`` passes) on the new demonstrations plus a
     random sample of the earlier ones (``demos`` first, then earlier rounds'), at most ``pool``
@@ -333,7 +335,7 @@ def self_imitation(
     earlier = list(demos)
     found_all: list[Demonstration] = []
     try:
-        for round_ in range(rounds):
+        for round_ in range(first_round, first_round + rounds):
             clock = time.perf_counter()
             base = first_seed + round_ * starts
             found: list[Demonstration] = []

@@ -86,8 +86,9 @@ class LevelsTrainConfig(Strict):
     """A teacher/demos.jsonl of an earlier run to clone instead of searching again."""
     teacher_orders: int = Field(3, ge=1)
     """Random orders in which each demonstration's edits are played (states per demonstration)."""
-    teacher_epochs: int = Field(10, ge=1)
-    """Passes of behaviour cloning over the demonstration states."""
+    teacher_epochs: int = Field(10, ge=0)
+    """Passes of behaviour cloning over the demonstration states (0: the demonstrations only seed
+    the self-imitation pool, e.g. an earlier run's goal levels when continuing its rounds)."""
     teacher_time_limit: float = Field(3.0, gt=0)
     """Process seconds the search may spend on one start level."""
     teacher_symmetries: bool = False
@@ -105,6 +106,12 @@ class LevelsTrainConfig(Strict):
     self_imitation_pool: int = Field(2500, ge=0)
     """Demonstrations cloned per round at most (the round's new ones plus a random sample of the
     earlier ones, before symmetries); 0 = all of them."""
+    self_imitation_first_round: int = Field(0, ge=0)
+    """Number of the rounds already done, when continuing an earlier run's rounds (with
+    ``init_model``): start levels and metric steps carry on from there instead of repeating."""
+    init_model: str | None = None
+    """An SB3 model .zip of an earlier run (``model.zip``, ``teacher/model.zip`` or a checkpoint's)
+    whose weights start this run; the env, policy, channels and goal_features must match it."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -166,6 +173,12 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError("config key 'teacher_symmetries' applies to demonstrations: set teacher_levels, teacher_file or self_imitation_rounds, or drop it.")
     if cfg.self_imitation_rounds and cfg.policy != "fullyconv":
         raise ConfigError("config key 'self_imitation_rounds' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop it.")
+    if cfg.teacher_epochs == 0 and (cfg.teacher_levels or cfg.teacher_file) and not cfg.self_imitation_rounds:
+        raise ConfigError("config key 'teacher_epochs' is 0, so the demonstrations are never used: set it to 1 or more, or add self_imitation_rounds.")
+    if cfg.self_imitation_first_round and not cfg.self_imitation_rounds:
+        raise ConfigError("config key 'self_imitation_first_round' continues self-imitation rounds: set self_imitation_rounds, or drop it.")
+    if cfg.init_model is not None and not Path(cfg.init_model).is_file():
+        raise ConfigError(f"config key 'init_model' names no file ({cfg.init_model!r}): give the model.zip of an earlier run.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
@@ -261,8 +274,6 @@ def train_levels(
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = run_dir or Path(cfg.output_dir) / (cfg.run_name or f"levels-{cfg.env}__{cfg.algorithm}__{cfg.seed}__{stamp}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_levels_config(cfg))
 
     sink: list[tuple[np.ndarray, dict[str, Any]]] = []
     env_seed = cfg.seed + start  # a resumed run starts fresh episodes from new seeds
@@ -282,6 +293,11 @@ def train_levels(
             "normalize_images": False,
         }
         model = algo("MlpPolicy", venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
+    if not resume:
+        if cfg.init_model is not None:
+            _load_weights(model, cfg.init_model, venv)
+        run_dir.mkdir(parents=True, exist_ok=True)  # after the checks above: a bad run leaves no folder
+        (run_dir / "config.yaml").write_text(dump_levels_config(cfg))
 
     metrics = MetricsLogger(run_dir, cfg.total_timesteps, start_step=start, show_progress=show_progress)
     if not resume and (cfg.teacher_levels or cfg.teacher_file or cfg.self_imitation_rounds):
@@ -315,6 +331,20 @@ def train_levels(
         metrics.close()
         venv.close()
     return LevelsTrainResult(run_dir, int(model.num_timesteps), model)
+
+
+def _load_weights(model: Any, path: str, venv: Any) -> None:
+    """``init_model``: the weights (and SB3's optimizer state) of an earlier run's model .zip, or
+    one sentence saying why they do not fit."""
+    import zipfile
+
+    try:
+        model.set_parameters(path, exact_match=True, device=model.device)
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        venv.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config key 'init_model' ({path!r}) does not fit this run's policy ({first[:160]}): "
+                          "give a model saved with the same env, policy, channels and goal_features.") from None
 
 
 def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:
@@ -352,7 +382,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
         if not demos:
             raise ConfigError("the search teacher found no goal level: raise teacher_time_limit or drop the teacher.")
     gamma = float(cfg.algorithm_args.get("gamma", model.gamma))
-    if demos:
+    if demos and cfg.teacher_epochs:
         cloned = symmetric_demonstrations(demos, problem) if cfg.teacher_symmetries else demos
         observations, to_do, returns = demonstration_states(env, cloned, cfg.teacher_orders, gamma, seed=cfg.seed)
         result = clone(model.policy, observations, to_do, returns, epochs=cfg.teacher_epochs, seed=cfg.seed)
@@ -369,7 +399,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             model.save(run_dir / "teacher" / "model.tmp.zip")  # the policy so far (step_0 once all rounds are done)
             (run_dir / "teacher" / "model.tmp.zip").replace(run_dir / "teacher" / "model.zip")
             if show_progress:
-                sys.stderr.write(f"self-imitation: round {round_}/{cfg.self_imitation_rounds}, sampled goal rate "
+                sys.stderr.write(f"self-imitation: round {round_}/{cfg.self_imitation_first_round + cfg.self_imitation_rounds}, sampled goal rate "
                                  f"{values['self_imitation/sample_goal_rate']:.3f}, {int(values['self_imitation/goal_levels'])} goal levels\n")
 
         (run_dir / "teacher").mkdir(exist_ok=True)
@@ -378,7 +408,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             model, functools.partial(_make_env, cfg, 0, None), demos, cfg.self_imitation_rounds, cfg.self_imitation_starts,
             cfg.self_imitation_samples, cfg.seed + SELF_SEED_OFFSET, epochs=cfg.self_imitation_epochs,
             pool=cfg.self_imitation_pool, orders=cfg.teacher_orders, symmetric=cfg.teacher_symmetries, seed=cfg.seed,
-            path=run_dir / "teacher" / "self_demos.jsonl", log=log,
+            path=run_dir / "teacher" / "self_demos.jsonl", log=log, first_round=cfg.self_imitation_first_round,
         )
 
 
