@@ -54,13 +54,14 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
 
 
 def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray] | None,
-                  attempts: int = 1) -> dict[str, Any]:
+                  attempts: int = 1, record: bool = False) -> dict[str, Any]:
     """Play one episode per seed side by side (episode ``i`` from ``reset(seed=seeds[i])``; a
     repeated seed repeats the start level, and with random actions the whole episode); ``act``
     maps stacked observations to actions (None: uniformly random actions). With ``attempts`` > 1,
     an episode that ends short of the goal starts again from the same start level, up to
     ``attempts`` times; the last attempt's level is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
-    ``env_goals``, ``lengths`` (steps of the last attempt) and ``tries``."""
+    ``env_goals``, ``lengths`` (steps of the last attempt) and ``tries``; with ``record``, also
+    ``observations`` and ``actions``: each episode's (last attempt's) steps, stacked."""
     episodes = len(seeds)
     envs = [make_env() for _ in range(episodes)]
     obs = []
@@ -74,6 +75,8 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
     env_goals = [False] * episodes
     lengths = [0] * episodes
     tries = [1] * episodes
+    seen: list[list[np.ndarray]] = [[] for _ in range(episodes)]
+    done: list[list[Any]] = [[] for _ in range(episodes)]
     active = list(range(episodes))
     while active:
         if act is None:
@@ -82,6 +85,9 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
             actions = list(act(np.stack([obs[i] for i in active])))
         still = []
         for i, action in zip(active, actions, strict=True):
+            if record:
+                seen[i].append(obs[i])
+                done[i].append(action)
             o, _, terminated, truncated, info = envs[i].step(action)
             obs[i] = o
             lengths[i] += 1
@@ -89,6 +95,7 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
                 tries[i] += 1  # again from the same start (a generator may retry: the goal is checkable)
                 obs[i], _ = envs[i].reset(options={"level": starts[i]})
                 lengths[i] = 0
+                seen[i], done[i] = [], []
                 still.append(i)
             elif terminated or truncated:
                 finals[i] = envs[i].unwrapped.level
@@ -98,7 +105,11 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
         active = still
     for env in envs:
         env.close()
-    return {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths, "tries": tries}
+    out = {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths, "tries": tries}
+    if record:
+        out["observations"] = [np.stack(steps) for steps in seen]
+        out["actions"] = [np.asarray(steps) for steps in done]
+    return out
 
 
 def goal_targets(problem: Any) -> dict[str, int]:

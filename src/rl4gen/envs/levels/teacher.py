@@ -35,6 +35,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rl4gen.core.advantages import group_normalized_advantages
+from rl4gen.core.losses import clipped_policy_loss
+
 __all__ = [
     "Demonstration",
     "clone",
@@ -271,6 +274,63 @@ def clone(
     return metrics
 
 
+def group_relative_update(
+    policy: Any,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    advantages: np.ndarray,
+    epochs: int = 2,
+    batch_size: int = 512,
+    learning_rate: float = 1e-4,
+    clip_range: float = 0.2,
+    seed: int = 0,
+) -> dict[str, float]:
+    """A clipped policy-gradient step (PPO's surrogate, no critic) of an SB3 actor-critic
+    ``policy`` on recorded steps: ``observations (N, ...)``, the ``actions`` taken and each step's
+    ``advantages`` (its episode's, e.g. group-relative: the episode's goal reward minus the mean of
+    the episodes from the same start level, GRPO's baseline). Unlike cloning the successes,
+    the failures get a gradient too: the policy moves away from what failed where something else
+    from the same start worked. Steps with advantage 0 (groups that all failed or all succeeded)
+    are skipped. Returns ``policy_loss``, ``approx_kl``, ``clip_fraction`` (steps where the clip
+    took the gradient away), ``entropy`` and ``steps``."""
+    keep = np.flatnonzero(advantages != 0)
+    if len(keep) == 0:
+        return {"steps": 0.0}
+    device = policy.device
+    obs = torch.as_tensor(observations[keep])
+    act = torch.as_tensor(actions[keep]).long()
+    adv = torch.as_tensor(advantages[keep], dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        old = torch.cat([_distribution_and_values(policy, obs[b : b + 4096].to(device))[0].log_prob(act[b : b + 4096].to(device)).cpu()
+                         for b in range(0, len(obs), 4096)])
+    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+    policy.set_training_mode(True)
+    sums = {"policy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
+    batches = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(obs), generator=generator)
+        for b in range(0, len(obs), batch_size):
+            index = order[b : b + batch_size]
+            distribution, _ = _distribution_and_values(policy, obs[index].to(device))
+            logp = distribution.log_prob(act[index].to(device))
+            clipped = clipped_policy_loss(logp[:, None], old[index, None].to(device), adv[index].to(device), clip_range, clip_range)
+            loss = clipped.per_token_loss.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                sums["policy_loss"] += float(loss)
+                sums["approx_kl"] += float(((clipped.ratio - 1) - clipped.ratio.log()).mean())
+                sums["clip_fraction"] += float((clipped.low_clipped | clipped.high_clipped).float().mean())
+                sums["entropy"] += float(distribution.entropy().mean())
+            batches += 1
+    policy.set_training_mode(False)
+    out = {key: value / max(batches, 1) for key, value in sums.items()}
+    out["steps"] = float(len(obs))
+    return out
+
+
 def _distribution_and_values(policy: Any, obs: torch.Tensor) -> tuple[Any, torch.Tensor]:
     """SB3's actor-critic pieces for one batch: the action distribution and the values."""
     features = policy.extract_features(obs)
@@ -296,6 +356,8 @@ def self_imitation(
     path: Path | None = None,
     log: Callable[[int, dict[str, float]], None] | None = None,
     first_round: int = 0,
+    objective: str = "clone",
+    learning_rate: float = 1e-4,
 ) -> list[Demonstration]:
     """Expert iteration on the policy's own goal levels, after cloning.
 
@@ -310,7 +372,13 @@ def self_imitation(
 
     This is policy improvement with a 0/1 reward (reached the goal or not): cloning the
     successful samples raises the probability of what worked, the same start's failures give
-    no gradient. Cloning the search's demonstrations starts the policy where its samples
+    no gradient. With ``objective="grpo"`` a round instead takes a clipped policy-gradient step
+    (:func:`group_relative_update`, ``epochs`` passes at ``learning_rate``) on every sampled
+    episode, with GRPO's advantages: the episode's 0/1 goal reward minus the mean of its start
+    level's ``samples`` episodes, over their std. The failures then count too, and a round costs
+    the sampling and one cheap update instead of a cloning pass over a pool (``pool``,
+    ``orders``, ``symmetric`` and ``demos`` are unused; the goal levels are still written to
+    ``path``). Cloning the search's demonstrations starts the policy where its samples
     succeed now and then; these rounds then learn from many more levels than the search can
     afford (a sampled episode costs milliseconds, a search about a second).
 
@@ -319,11 +387,15 @@ def self_imitation(
     starts), ``solved_starts`` (fraction of starts with at least one), ``goal_levels``,
     ``demonstrations`` (cloned, before symmetries), ``states`` and the clone's ``loss``/``accuracy``
     on the held-out newest levels (the policy's own samples, several per start level: a check that
-    the cloning fits, not a measure of generalisation). Each round's new demonstrations are appended
+    the cloning fits, not a measure of generalisation); with ``grpo``, the update's
+    ``policy_loss``, ``approx_kl``, ``clip_fraction``, ``entropy`` and ``steps`` instead. Each round's new demonstrations are appended
     to ``path`` (JSON lines, as :func:`search_demonstrations` writes them) before its cloning.
     Returns the new demonstrations of all rounds."""
     from rl4gen.envs.levels.evaluate import play_episodes
 
+    if objective not in ("clone", "grpo"):
+        raise ValueError(f"objective must be 'clone' or 'grpo', got {objective!r}")
+    grpo = objective == "grpo"
     rng = np.random.default_rng(seed)
     env = make_env()
     gamma = float(model.gamma)
@@ -340,9 +412,16 @@ def self_imitation(
             base = first_seed + round_ * starts
             found: list[Demonstration] = []
             goals = solved = 0
+            steps: list[np.ndarray] = []
+            actions: list[np.ndarray] = []
+            rewards: list[bool] = []
             for b in range(0, starts, batch_starts):
                 seeds = [base + j for j in range(b, min(b + batch_starts, starts)) for _ in range(samples)]
-                played = play_episodes(make_env, seeds, act)
+                played = play_episodes(make_env, seeds, act, record=grpo)
+                if grpo:
+                    steps += played["observations"]
+                    actions += played["actions"]
+                    rewards += played["env_goals"]
                 for j in range(0, len(seeds), samples):
                     distinct: dict[bytes, np.ndarray] = {}
                     for k in range(j, j + samples):
@@ -359,7 +438,16 @@ def self_imitation(
             if path is not None:  # before cloning: a failure there keeps the round's levels
                 with path.open("a") as sink:
                     sink.writelines(json.dumps(demo.record()) + "\n" for demo in found)
-            if found:
+            if grpo:
+                reward = torch.tensor(rewards, dtype=torch.float32)
+                episode_advantage = group_normalized_advantages(reward, torch.arange(len(rewards)) // samples).numpy()
+                lengths = [len(a) for a in actions]
+                result = group_relative_update(
+                    model.policy, np.concatenate(steps), np.concatenate(actions),
+                    np.repeat(episode_advantage, lengths), epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
+                )
+                metrics.update({f"self_imitation/{key}": value for key, value in result.items()})
+            elif found:
                 new = found
                 if pool and len(found) > pool:  # a round may find more than the pool holds
                     new = [found[i] for i in sorted(rng.choice(len(found), pool, replace=False))]

@@ -106,6 +106,12 @@ class LevelsTrainConfig(Strict):
     self_imitation_pool: int = Field(2500, ge=0)
     """Demonstrations cloned per round at most (the round's new ones plus a random sample of the
     earlier ones, before symmetries); 0 = all of them."""
+    self_imitation_objective: Literal["clone", "grpo"] = "clone"
+    """clone: clone the rounds' goal levels; grpo: a clipped policy-gradient step on every sampled
+    episode with GRPO's group-relative advantage of the 0/1 goal reward (failures count too; no
+    pool, so _pool is unused)."""
+    self_imitation_learning_rate: float = Field(1e-4, gt=0)
+    """Adam's learning rate for the grpo objective (cloning uses 1e-3)."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
@@ -409,6 +415,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             cfg.self_imitation_samples, cfg.seed + SELF_SEED_OFFSET, epochs=cfg.self_imitation_epochs,
             pool=cfg.self_imitation_pool, orders=cfg.teacher_orders, symmetric=cfg.teacher_symmetries, seed=cfg.seed,
             path=run_dir / "teacher" / "self_demos.jsonl", log=log, first_round=cfg.self_imitation_first_round,
+            objective=cfg.self_imitation_objective, learning_rate=cfg.self_imitation_learning_rate,
         )
 
 
