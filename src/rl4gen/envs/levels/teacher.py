@@ -388,9 +388,10 @@ def self_imitation(
     ``demonstrations`` (cloned, before symmetries), ``states`` and the clone's ``loss``/``accuracy``
     on the held-out newest levels (the policy's own samples, several per start level: a check that
     the cloning fits, not a measure of generalisation); with ``grpo``, the update's
-    ``policy_loss``, ``approx_kl``, ``clip_fraction``, ``entropy`` and ``steps`` instead. Each round's new demonstrations are appended
-    to ``path`` (JSON lines, as :func:`search_demonstrations` writes them) before its cloning.
-    Returns the new demonstrations of all rounds."""
+    ``policy_loss``, ``approx_kl``, ``clip_fraction``, ``entropy`` and ``steps`` instead. Each
+    round's new demonstrations are appended to ``path`` (JSON lines, as
+    :func:`search_demonstrations` writes them) before its cloning. Returns the new
+    demonstrations of all rounds."""
     from rl4gen.envs.levels.evaluate import play_episodes
 
     if objective not in ("clone", "grpo"):
