@@ -59,9 +59,10 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
     repeated seed repeats the start level, and with random actions the whole episode); ``act``
     maps stacked observations to actions (None: uniformly random actions). With ``attempts`` > 1,
     an episode that ends short of the goal starts again from the same start level, up to
-    ``attempts`` times; the last attempt's level is the result. Returns lists over the episodes: ``starts``, ``finals`` (levels),
-    ``env_goals``, ``lengths`` (steps of the last attempt) and ``tries``; with ``record``, also
-    ``observations`` and ``actions``: each episode's (last attempt's) steps, stacked."""
+    ``attempts`` times; the last attempt's level is the result. Returns lists over the episodes:
+    ``starts``, ``finals`` (levels), ``env_goals``, ``lengths`` (steps of the last attempt) and
+    ``tries``; with ``record``, also ``observations`` and ``actions``: each episode's (last
+    attempt's) steps, stacked."""
     episodes = len(seeds)
     envs = [make_env() for _ in range(episodes)]
     obs = []

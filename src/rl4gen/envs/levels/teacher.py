@@ -36,12 +36,14 @@ import numpy as np
 import torch
 
 from rl4gen.core.advantages import group_normalized_advantages
+from rl4gen.core.kl import kl_estimate
 from rl4gen.core.losses import clipped_policy_loss
 
 __all__ = [
     "Demonstration",
     "clone",
     "demonstration_states",
+    "group_relative_update",
     "load_demonstrations",
     "search_demonstrations",
     "self_imitation",
@@ -321,7 +323,8 @@ def group_relative_update(
             optimizer.step()
             with torch.no_grad():
                 sums["policy_loss"] += float(loss)
-                sums["approx_kl"] += float(((clipped.ratio - 1) - clipped.ratio.log()).mean())
+                # k3 estimate of KL(sampling policy || current) on the sampled actions, PPO's approx_kl
+                sums["approx_kl"] += float(kl_estimate(old[index].to(device), logp).mean())
                 sums["clip_fraction"] += float((clipped.low_clipped | clipped.high_clipped).float().mean())
                 sums["entropy"] += float(distribution.entropy().mean())
             batches += 1
