@@ -467,19 +467,20 @@ def levels_eval(
     seed: Annotated[int, typer.Option(help="Seed of the first episode's start level (then seed + 1, ...).")] = 10_000,
     deterministic: Annotated[bool, typer.Option(help="Take the policy's most likely action instead of sampling.")] = False,
     attempts: Annotated[int, typer.Option(help="Tries per start level: an episode short of the goal starts again from the same level.")] = 1,
+    symmetric: Annotated[bool, typer.Option(help="Average a fullyconv policy's logits over the map's rotations and reflections.")] = False,
 ) -> None:
     """Goal rate (independent check), diversity and changes of a trained run and of a random policy."""
-    _run_guarded(lambda: _levels_eval(source, episodes, seed, deterministic, attempts))
+    _run_guarded(lambda: _levels_eval(source, episodes, seed, deterministic, attempts, symmetric))
 
 
-def _levels_eval(source: str, episodes: int, seed: int, deterministic: bool, attempts: int = 1) -> None:
+def _levels_eval(source: str, episodes: int, seed: int, deterministic: bool, attempts: int = 1, symmetric: bool = False) -> None:
     from rich.table import Table
 
     from rl4gen.envs.levels.evaluate import EVAL_FILE, evaluate_levels
 
-    result = evaluate_levels(source, episodes=episodes, seed=seed, deterministic=deterministic, attempts=attempts)
+    result = evaluate_levels(source, episodes=episodes, seed=seed, deterministic=deterministic, attempts=attempts, symmetric=symmetric)
     policies = [p for p in ("policy", "random") if p in result]
-    mode = "deterministic" if deterministic else "sampled"
+    mode = ("deterministic" if deterministic else "sampled") + (", averaged over the map's symmetries" if symmetric else "")
     tries = f", up to {attempts} attempts per level" if attempts > 1 else ""
     table = Table(title=f"{result['env']}: {episodes} levels from seeds {seed}..{seed + episodes - 1} (policy actions {mode}{tries})")
     table.add_column("metric")

@@ -118,6 +118,8 @@ def test_eval_of_a_trained_run_reports_policy_and_random(tmp_path: Path) -> None
     assert result.exit_code == 0 and '"random"' in result.output and '"policy"' not in result.output
     result = CliRunner().invoke(app, ["levels", "eval", "zelda-narrow", "--episodes", "5", "--attempts", "0"])
     assert result.exit_code == 2 and "--attempts must be at least 1" in result.output
+    result = CliRunner().invoke(app, ["levels", "eval", str(run), "--episodes", "5", "--symmetric"])
+    assert result.exit_code == 2 and "--symmetric needs a run trained with policy: fullyconv" in result.output
     result = CliRunner().invoke(app, ["levels", "eval", "zelda-nallow"])
     assert result.exit_code == 2 and "neither a level run folder nor an environment" in result.output
 

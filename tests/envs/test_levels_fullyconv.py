@@ -16,7 +16,8 @@ import rl4gen.envs  # noqa: F401
 from rl4gen.config import ConfigError
 from rl4gen.envs.levels.check import check_level
 from rl4gen.envs.levels.evaluate import evaluate_levels
-from rl4gen.envs.levels.networks import FullyConvPolicy
+from rl4gen.envs.levels.networks import FullyConvPolicy, grid_symmetries, symmetric_logits
+from rl4gen.envs.levels.teacher import symmetries
 from rl4gen.envs.levels.train import load_levels_config, train_levels
 from rl4gen.envs.levels.wrappers import FlatWideAction, GoalFeatures, OneHotObservation
 
@@ -70,6 +71,9 @@ def test_short_fullyconv_run_raises_the_goal_rate_above_random_on_binary(tmp_pat
     assert policy["goal_rate"] == policy["env_goal_rate"]
     assert policy["goal_rate"] > random["goal_rate"] + 0.08, (policy, random)  # 0.26 vs 0.06 (seeds 1, 2: 0.21, 0.31)
     assert policy["stats/regions"] < random["stats/regions"]
+    averaged = evaluate_levels(trained.run_dir, episodes=200, symmetric=True, write=False)  # binary is symmetric too
+    assert averaged["symmetric"] and averaged["random"] == result["random"]
+    assert averaged["policy"]["goal_rate"] > random["goal_rate"] + 0.08, (averaged["policy"], random)
 
 
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
@@ -113,6 +117,38 @@ def test_policy_with_goal_features_masks_only_the_tile_planes() -> None:
     assert float(probs[0][torch.as_tensor(obs[:5]).flatten().bool()].sum()) == 0
     assert float((probs[0] > 0).sum()) == 100
 
+
+
+@pytest.mark.parametrize("name", ["sokoban", "zelda"])
+def test_symmetric_logits_turn_with_the_map(name: str) -> None:
+    env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make(f"rl4gen/{name}-wide-v0"))))
+    tiles = env.unwrapped.problem.num_tiles
+    planes, height, width = env.observation_space.shape
+    torch.manual_seed(0)
+    policy = FullyConvPolicy(env.observation_space, env.action_space, lambda _: 3e-4, channels=8, feature_planes=planes - tiles)
+    torch.nn.init.normal_(policy.action_net.conv.weight)  # away from the near-uniform start, so the views disagree
+    assert len(grid_symmetries(height, width)) == (8 if height == width else 4)
+    obs = torch.as_tensor(np.stack([env.reset(seed=seed)[0] for seed in range(4)]))
+    level = torch.as_tensor(env.unwrapped.level)
+    for (turns, mirror), image in zip(grid_symmetries(height, width), symmetries(env.unwrapped.level), strict=True):
+        turned_level = torch.rot90(level, turns)  # the teacher's level images come in the same order
+        assert np.array_equal(image, (turned_level.flip(-1) if mirror else turned_level).numpy())
+
+    def half_turn_mirrored(x: torch.Tensor) -> torch.Tensor:  # in the group of every map shape
+        return torch.rot90(x, 2, dims=(-2, -1)).flip(-1)
+
+    with torch.no_grad():
+        averaged = symmetric_logits(policy, obs).view(-1, tiles, height, width)
+        again = symmetric_logits(policy, half_turn_mirrored(obs)).view(-1, tiles, height, width)
+        plain = policy.get_distribution(obs).distribution.logits.view(-1, tiles, height, width)
+        plain_turned = policy.get_distribution(half_turn_mirrored(obs)).distribution.logits.view(-1, tiles, height, width)
+    expected = half_turn_mirrored(averaged)
+    real = expected > -1e8  # the tile already in a cell stays masked
+    assert torch.equal(again > -1e8, real) and int(real.sum()) == len(obs) * (tiles - 1) * height * width
+    assert torch.allclose(again[real], expected[real], atol=1e-4)
+    assert not torch.allclose(plain_turned[real], half_turn_mirrored(plain)[real], atol=1e-2)  # one view is not equivariant
+    with pytest.raises(TypeError, match="need a FullyConvPolicy"):
+        symmetric_logits(object(), obs)  # type: ignore[arg-type]
 
 def test_search_teacher_clones_goal_levels_above_random(tmp_path: Path) -> None:
     # a 6x6 binary problem: the beam search finds goal levels, the policy clones them before RL

@@ -135,6 +135,7 @@ def evaluate_levels(
     deterministic: bool = False,
     write: bool = True,
     attempts: int = 1,
+    symmetric: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a ``task: levels`` run folder (its ``model.zip``, or the latest checkpoint of a
     run still training) against the random policy, or
@@ -147,8 +148,15 @@ def evaluate_levels(
     ``attempts`` > 1 lets each policy retry a start level that it did not bring to the goal (a
     generator can check the goal and try again), up to that many times: ``goal_rate`` is then the
     rate within that many attempts, and ``attempts`` the mean number used.
+
+    ``symmetric`` (a ``policy: fullyconv`` run) acts on the policy's logits averaged over the map's
+    rotations and reflections (``networks.symmetric_logits``): one policy, exactly equivariant,
+    at 8 (square maps) or 4 forward passes a step.
     """
+    import torch
+
     from rl4gen.config import ConfigError, read_yaml
+    from rl4gen.envs.levels.networks import symmetric_logits
     from rl4gen.envs.levels.train import (
         ENV_NAMES,
         _algorithm_class,
@@ -190,13 +198,22 @@ def evaluate_levels(
     targets = goal_targets(probe.unwrapped.problem)
     probe.close()
 
+    if symmetric and (run_dir is None or cfg.policy != "fullyconv"):
+        raise ConfigError("--symmetric needs a run trained with policy: fullyconv (per-cell action logits).")
     result: dict[str, Any] = {"env": cfg.env, "episodes": episodes, "seed": seed, "deterministic": deterministic, "attempts": attempts}
+    if symmetric:
+        result["symmetric"] = True
     seeds = range(seed, seed + episodes)
     if run_dir is not None:
         model = _algorithm_class(cfg.algorithm).load(model_path, device="cpu")  # policy class and kwargs come from the zip
         result["model"] = str(model_path.relative_to(run_dir))
 
         def act(obs: np.ndarray) -> np.ndarray:
+            if symmetric:
+                with torch.no_grad():
+                    logits = symmetric_logits(model.policy, torch.as_tensor(obs, device=model.policy.device))
+                chosen = logits.argmax(1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+                return chosen.cpu().numpy()
             actions, _ = model.predict(obs, deterministic=deterministic)
             return np.asarray(actions)
 

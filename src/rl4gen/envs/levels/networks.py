@@ -6,6 +6,8 @@
   context added back to every cell, so each cell sees the whole map) give per-cell tile logits,
   the action logits of ``FlatWideAction``'s ``Discrete(T·H·W)``; the value is a linear function of
   the pooled features. Writing the tile a cell already has (a no-op) is masked out.
+- ``symmetric_logits``: a ``FullyConvPolicy``'s action logits averaged over the map's rotations
+  and reflections (test-time augmentation: an exactly equivariant policy from one that is not).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["FullyConvExtractor", "FullyConvPolicy", "LevelCNN"]
+__all__ = ["FullyConvExtractor", "FullyConvPolicy", "LevelCNN", "grid_symmetries", "symmetric_logits"]
 
 
 class LevelCNN(BaseFeaturesExtractor):
@@ -131,3 +133,39 @@ class FullyConvPolicy(ActorCriticPolicy):
         self.action_net = _CellLogits(channels, height, width, tiles, self.mask_noop)
         self.value_net = _MapValue(channels, height, width, tiles)  # type: ignore[assignment]
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+
+def grid_symmetries(height: int, width: int) -> list[tuple[int, bool]]:
+    """The symmetries of a ``height × width`` map that keep its shape, as ``(quarter turns, mirror)``:
+    all 8 rotations and reflections of a square map, 4 of a rectangle (identity, the half turn and
+    the two flips); the identity first. The order of ``teacher.symmetries``."""
+    return [(turns, mirror) for turns in range(4) for mirror in (False, True)
+            if turns % 2 == 0 or height == width]
+
+
+def _turn(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    x = torch.rot90(x, turns, dims=(-2, -1))
+    return x.flip(-1) if mirror else x
+
+
+def _unturn(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if mirror else x, -turns, dims=(-2, -1))
+
+
+def symmetric_logits(policy: FullyConvPolicy, observations: torch.Tensor) -> torch.Tensor:
+    """Action logits ``(B, T·H·W)`` of ``policy`` averaged over the map's symmetries: the
+    observations ``(B, planes, H, W)`` turned and mirrored, the policy's per-cell logits of each
+    image turned back, then their mean. The result is exactly equivariant (a turned map gets the
+    turned action distribution) and pools eight (square) or four (rectangle) views of each map, at
+    that many forward passes. The observation's planes must turn with the map: the one-hot tiles and
+    ``GoalFeatures``' distance planes from a player do (zelda, sokoban); binary's path starts are the
+    first cell of each region in row order, so its turned distance planes are an approximation."""
+    if not isinstance(policy, FullyConvPolicy):
+        raise TypeError(f"symmetric logits need a FullyConvPolicy (per-cell logits), got {type(policy).__name__}.")
+    _, height, width, tiles = policy._cells
+    views = grid_symmetries(height, width)
+    total = torch.zeros(len(observations), tiles, height, width, device=observations.device)
+    for turns, mirror in views:
+        logits = policy.get_distribution(_turn(observations, turns, mirror)).distribution.logits  # type: ignore[union-attr]
+        total += _unturn(logits.view(-1, tiles, height, width), turns, mirror)
+    return (total / len(views)).flatten(1)

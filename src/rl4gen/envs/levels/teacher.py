@@ -136,13 +136,13 @@ def load_demonstrations(path: str | Path, shape: tuple[int, int], num_tiles: int
 def symmetries(level: np.ndarray) -> list[np.ndarray]:
     """The level under each symmetry of its grid that keeps its shape: the 8 rotations and
     reflections of a square map, the 4 of a rectangle (identity, the two flips, the half turn);
-    the identity first."""
+    the identity first (``networks.grid_symmetries``' order)."""
+    from rl4gen.envs.levels.networks import grid_symmetries
+
     out = []
-    for turns in range(4):
+    for turns, mirror in grid_symmetries(*level.shape):
         turned = np.rot90(level, turns)
-        for image in (turned, turned[:, ::-1]):
-            if image.shape == level.shape:
-                out.append(np.ascontiguousarray(image))
+        out.append(np.ascontiguousarray(turned[:, ::-1] if mirror else turned))
     return out
 
 
