@@ -118,7 +118,6 @@ def test_policy_with_goal_features_masks_only_the_tile_planes() -> None:
     assert float((probs[0] > 0).sum()) == 100
 
 
-
 @pytest.mark.parametrize("name", ["sokoban", "zelda"])
 def test_symmetric_logits_turn_with_the_map(name: str) -> None:
     env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make(f"rl4gen/{name}-wide-v0"))))
@@ -149,6 +148,13 @@ def test_symmetric_logits_turn_with_the_map(name: str) -> None:
     assert not torch.allclose(plain_turned[real], half_turn_mirrored(plain)[real], atol=1e-2)  # one view is not equivariant
     with pytest.raises(TypeError, match="need a FullyConvPolicy"):
         symmetric_logits(object(), obs)  # type: ignore[arg-type]
+    if height == width:  # a quarter turn too
+        with torch.no_grad():
+            quarter = symmetric_logits(policy, torch.rot90(obs, 1, dims=(-2, -1))).view(-1, tiles, height, width)
+        turned_back = torch.rot90(averaged, 1, dims=(-2, -1))
+        real = turned_back > -1e8
+        assert torch.allclose(quarter[real], turned_back[real], atol=1e-4)
+
 
 def test_search_teacher_clones_goal_levels_above_random(tmp_path: Path) -> None:
     # a 6x6 binary problem: the beam search finds goal levels, the policy clones them before RL
