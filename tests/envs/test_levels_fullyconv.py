@@ -17,6 +17,8 @@ from rl4gen.config import ConfigError
 from rl4gen.envs.levels.check import check_level
 from rl4gen.envs.levels.evaluate import evaluate_levels
 from rl4gen.envs.levels.networks import FullyConvPolicy, grid_symmetries, symmetric_logits
+from rl4gen.envs.levels.problems import make_problem
+from rl4gen.envs.levels.stats import sokoban_dead_cells, solve_sokoban
 from rl4gen.envs.levels.teacher import symmetries
 from rl4gen.envs.levels.train import load_levels_config, train_levels
 from rl4gen.envs.levels.wrappers import FlatWideAction, GoalFeatures, OneHotObservation
@@ -342,3 +344,69 @@ def test_grpo_rounds_raise_the_sampled_goal_rate(tmp_path: Path) -> None:
     assert result["policy"]["goal_rate"] > result["random"]["goal_rate"] + 0.15, result
     with pytest.raises(ConfigError, match="self_imitation_objective"):
         load_levels_config(None, [*sets[:4], "self_imitation_rounds=1", "self_imitation_objective=ppo"], base=base)
+
+
+def test_sokoban_rule_planes_mark_dead_cells_and_pushable_crates() -> None:
+    problem = make_problem("sokoban")
+    empty, solid, player, crate, target = range(5)
+    # an open 5x5 room, the target in the middle: a crate on the wall side can never leave it
+    level = np.full((5, 5), empty, np.uint8)
+    level[2, 2], level[0, 0], level[0, 1], level[4, 4] = target, player, crate, crate
+    dead, pushable = problem.rule_planes(problem.grid.masks(level, 5))
+    planes = problem.grid.planes([dead, pushable])
+    inner = np.zeros((5, 5), bool)
+    inner[1:4, 1:4] = True
+    assert np.array_equal(planes[0], ~inner)
+    # (1, 0): the player stands left of it and (2, 0) is free; (4, 4): nothing beyond it either way
+    assert np.argwhere(planes[1]).tolist() == [[0, 1]]
+    # soundness against the solver: one target, one crate on a cell marked dead, random walls:
+    # no player start solves it; the open cells not marked dead mostly do
+    rng = np.random.default_rng(0)
+    pitch, checked, solvable_live, live_cells = problem.grid.pitch, 0, 0, 0
+    for _ in range(60):
+        level = np.where(rng.random((5, 5)) < 0.3, solid, empty).astype(np.uint8)
+        cells = [problem.grid.bit(x, y) for y, x in np.argwhere(level == empty)]
+        if len(cells) < 3:
+            continue
+        goal = cells[rng.integers(len(cells))]
+        passable = sum(cells)
+        dead = sokoban_dead_cells(goal, passable, pitch)
+        assert dead & goal == 0 and dead & ~passable == 0
+        for box in cells:
+            if box == goal:
+                continue
+            solved = any(solve_sokoban(start, box, goal, passable, pitch, 20_000)[0] == 0 for start in cells if start != box)
+            if dead & box:
+                assert not solved, (level, problem.grid.xy(box), problem.grid.xy(goal))
+                checked += 1
+            else:
+                live_cells += 1
+                solvable_live += solved
+    assert checked > 200 and solvable_live > 0.6 * live_cells, (checked, solvable_live, live_cells)
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+def test_goal_features_add_rule_planes_for_sokoban_only(tmp_path: Path) -> None:
+    env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/sokoban-wide-v0"))), rule_planes=True)
+    check_env(env, skip_render_check=True)
+    plain = GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/sokoban-wide-v0"))))
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        assert obs.shape == (5 + 4 + 5 + 2, 5, 5)
+        assert np.array_equal(obs[:-2], plain.reset(seed=seed)[0])  # the same planes first, the rules last
+        problem = env.unwrapped.problem
+        assert np.array_equal(obs[-2:], problem.grid.planes(problem.rule_planes(env.unwrapped.masks)))
+    with pytest.raises(ValueError, match="defines no rule planes"):
+        GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/zelda-wide-v0"))), rule_planes=True)
+    with pytest.raises(ConfigError, match="'rule_planes' adds to the goal features"):
+        load_levels_config(None, ["env=sokoban-wide", "rule_planes=true"])
+    with pytest.raises(ConfigError, match="'rule_planes' is defined for sokoban only"):
+        load_levels_config(None, ["env=binary-wide", "goal_features=true", "rule_planes=true"])
+    # a run with the planes trains, saves and evaluates with them
+    sets = ["env=sokoban-wide", "policy=fullyconv", "channels=8", "goal_features=true", "rule_planes=true", "total_timesteps=256",
+            "num_envs=2", "algorithm_args.n_steps=64", "algorithm_args.batch_size=64", "levels_per_log=0", "run_name=run",
+            f"output_dir={tmp_path}"]
+    trained = train_levels(load_levels_config(None, sets), show_progress=False)
+    assert trained.model.observation_space.shape == (16, 5, 5)
+    result = evaluate_levels(trained.run_dir, episodes=8, write=False)
+    assert result["episodes"] == 8 and 0 <= result["policy"]["goal_rate"] <= 1

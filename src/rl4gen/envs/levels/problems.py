@@ -17,6 +17,8 @@ from rl4gen.envs.levels.stats import (
     distance,
     path_starts,
     regions_and_longest_path,
+    sokoban_dead_cells,
+    sokoban_pushable_crates,
     solve_sokoban,
     update_regions,
 )
@@ -53,6 +55,8 @@ class Problem:
     #: target range per weighted statistic
     ranges: dict[str, tuple[float, float]]
     _options: ClassVar[tuple[str, ...]] = ("width", "height", "probs", "weights")
+    #: names of the masks ``rule_planes`` returns, in order (empty: the problem defines none)
+    rule_plane_names: ClassVar[tuple[str, ...]] = ()
     _terms: list[tuple[str, float, float, float]] | None = None  # (statistic, weight, low, high)
 
     def __init__(self, **options: Any) -> None:
@@ -134,6 +138,13 @@ class Problem:
         """``(source cells, walkable cells)`` of the map of BFS distances that matters for the
         goal's path (binary: from each region's path start; zelda, sokoban: from the player)."""
         raise NotImplementedError
+
+    def rule_planes(self, masks: list[int]) -> list[int]:
+        """Cells a rule of the game marks, one bit mask per name in ``rule_plane_names`` (sokoban:
+        the dead cells, the crates the player can push now). ``GoalFeatures(rule_planes=True)``
+        shows them to the policy, so that a rule judged by the same code on every level need not
+        be learned from filters start level by start level."""
+        return []
 
     def _regions(self, passable: int) -> int:
         """``count_regions``, incrementally: most edits of zelda and sokoban swap one walkable
@@ -308,6 +319,15 @@ class SokobanProblem(Problem):
     def distance_source(self, masks: list[int]) -> tuple[int, int]:
         empty, _, player, _, target = masks  # crates block the player's walk
         return player, empty | player | target
+
+    rule_plane_names = ("dead", "pushable")
+
+    def rule_planes(self, masks: list[int]) -> list[int]:
+        empty, _, player, crate, target = masks
+        pitch = self.grid.pitch
+        passable = empty | player | crate | target
+        return [sokoban_dead_cells(target, passable, pitch),
+                sokoban_pushable_crates(player, crate, empty | player | target, pitch)]
 
 
 PROBLEMS: dict[str, type[Problem]] = {

@@ -29,6 +29,8 @@ __all__ = [
     "distance",
     "path_starts",
     "regions_and_longest_path",
+    "sokoban_dead_cells",
+    "sokoban_pushable_crates",
     "solve_sokoban",
     "update_regions",
 ]
@@ -219,6 +221,44 @@ def distance(source: int, target: int, passable: int, pitch: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Sokoban
 # --------------------------------------------------------------------------------------------
+
+def _shift(mask: int, steps: int) -> int:
+    return mask << steps if steps > 0 else mask >> -steps
+
+
+def sokoban_dead_cells(targets: int, passable: int, pitch: int) -> int:
+    """The ``passable`` cells from which no sequence of pushes takes a crate to a target, even
+    with no other crate on the map and the player wherever it needs to be: a crate there makes
+    the puzzle unsolvable. (Not the converse: a cell outside this mask may still be lost.)
+
+    The live cells are the closure of the targets under reverse pushes ("pulls"): a cell is live
+    when, for some direction, the next cell that way is live and is passable, and the cell on
+    the other side (where the player pushes from) is passable. Bit-mask shifts, a few µs on 5×5.
+    """
+    live = targets & passable
+    steps = (1, -1, pitch, -pitch)
+    while True:
+        grown = live
+        for d in steps:
+            grown |= _shift(live, d) & passable & _shift(passable, -d)
+        if grown == live:
+            return passable & ~live
+        live = grown
+
+
+def sokoban_pushable_crates(player: int, crates: int, free: int, pitch: int) -> int:
+    """The ``crates`` the player can push now: one of the crate's sides is reachable from
+    ``player`` through ``free`` cells (crates and walls block the walk) and the cell beyond it,
+    on the opposite side, is free."""
+    reach = 0
+    if player:
+        for layer in bfs_layers(player, free, pitch):
+            reach |= layer
+    pushable = 0
+    for d in (1, -1, pitch, -pitch):
+        pushable |= crates & _shift(reach, d) & _shift(free, -d)
+    return pushable
+
 
 _SOLVER_CACHE: dict[tuple[int, int, int, int, int, int], tuple[int, int]] = {}
 #: entries kept (about 250 bytes each); the oldest go first. Training replays the same levels

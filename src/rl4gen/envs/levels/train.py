@@ -78,6 +78,9 @@ class LevelsTrainConfig(Strict):
     goal_features: bool = False
     """Wide envs: add GoalFeatures' planes to the observation (distance map along the goal's path,
     its farthest cells, the change budget left, progress on each goal condition)."""
+    rule_planes: bool = False
+    """With goal_features (sokoban only): two more planes, the dead cells (no push sequence takes a
+    crate there to a target) and the crates the player can push now (docs/tasks/levels.md)."""
     teacher_levels: int = Field(0, ge=0)
     """Before RL, clone a search teacher (policy fullyconv): the beam search finds goal levels for
     this many start levels and the policy learns to make their edits (rl4gen.envs.levels.teacher);
@@ -117,7 +120,7 @@ class LevelsTrainConfig(Strict):
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
     init_model: str | None = None
     """An SB3 model .zip of an earlier run (``model.zip``, ``teacher/model.zip`` or a checkpoint's)
-    whose weights start this run; the env, policy, channels and goal_features must match it."""
+    whose weights start this run; the env, policy, channels, goal_features and rule_planes must match it."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -187,6 +190,10 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError(f"config key 'init_model' names no file ({cfg.init_model!r}): give the model.zip of an earlier run.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
+    if cfg.rule_planes and not cfg.goal_features:
+        raise ConfigError("config key 'rule_planes' adds to the goal features: set goal_features true too (a wide env).")
+    if cfg.rule_planes and not PROBLEMS[cfg.env.split("-")[0]].rule_plane_names:
+        raise ConfigError(f"config key 'rule_planes' is defined for sokoban only, not {cfg.env.split('-')[0]}: drop it.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
         raise ConfigError("algorithm 'dqn' needs a Discrete action space: use a narrow or turtle env, or ppo/a2c for wide.")
     env_keys = {"change_percentage", "goal_bonus", "max_iterations", "random_tile", "problem_options"}
@@ -239,7 +246,8 @@ def _make_env(cfg: LevelsTrainConfig, rank: int, sink: list[Any] | None) -> gym.
     env: gym.Env[Any, Any] = gym.make(f"rl4gen/{cfg.env}-v0", **cfg.env_args)
     if sink is not None:
         env = RecordLevels(env, sink)
-    return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv", goal_features=cfg.goal_features)
+    return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv", goal_features=cfg.goal_features,
+                              rule_planes=cfg.rule_planes)
 
 
 class LevelsTrainResult:
@@ -350,7 +358,7 @@ def _load_weights(model: Any, path: str, venv: Any) -> None:
         venv.close()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config key 'init_model' ({path!r}) does not fit this run's policy ({first[:160]}): "
-                          "give a model saved with the same env, policy, channels and goal_features.") from None
+                          "give a model saved with the same env, policy, channels, goal_features and rule_planes.") from None
 
 
 def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:

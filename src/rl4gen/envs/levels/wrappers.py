@@ -89,10 +89,13 @@ class GoalFeatures(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.Recor
     (``Problem.progress``: binary: 1 / regions and path gain / ``target_path``, which depends on the
     episode's start level and is otherwise invisible in the map). A convolutional policy then
     neither has to rebuild a breadth-first search from 3×3 filters nor guess its budget.
+
+    With ``rule_planes``, ``R`` more 0/1 planes follow: the problem's ``rule_planes`` (sokoban:
+    the dead cells, where a crate can never reach a target; the crates the player can push now).
     """
 
-    def __init__(self, env: gym.Env[Any, Any]) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+    def __init__(self, env: gym.Env[Any, Any], rule_planes: bool = False) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, rule_planes=rule_planes)
         gym.ObservationWrapper.__init__(self, env)
         self._core = core = _core(env)
         if core.representation.position is not None:
@@ -104,8 +107,11 @@ class GoalFeatures(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.Recor
         self.num_tiles = problem.num_tiles
         blank = problem.stats(problem.grid.masks(np.zeros((problem.height, problem.width), np.uint8), problem.num_tiles))
         self.num_progress = len(problem.progress(blank, blank))
+        if rule_planes and not problem.rule_plane_names:
+            raise ValueError(f"the {problem.name} problem defines no rule planes (only sokoban does): drop rule_planes.")
+        self.num_rules = len(problem.rule_plane_names) if rule_planes else 0
         self._scale = max(problem.width * problem.height / 4, 1.0)
-        self._shape = (self.num_tiles + 4 + self.num_progress, problem.height, problem.width)
+        self._shape = (self.num_tiles + 4 + self.num_progress + self.num_rules, problem.height, problem.width)
         # distances are at most W·H steps, so (d + 1) / scale <= 4; binary's path gain is clipped to [-1, 2]
         self.observation_space = spaces.Box(-1.0, 4.0, self._shape, dtype=np.float32)
 
@@ -127,6 +133,8 @@ class GoalFeatures(gym.ObservationWrapper[np.ndarray, Any, Any], gym.utils.Recor
         out[t + 3] = float(bool(source))
         for i, value in enumerate(problem.progress(core.stats, core.start_stats)):
             out[t + 4 + i] = value
+        if self.num_rules:
+            out[t + 4 + self.num_progress :] = problem.grid.planes(problem.rule_planes(core.masks))
         return out
 
 
@@ -169,13 +177,16 @@ class RecordLevels(gym.Wrapper[Any, Any, Any, Any]):
 
 
 def policy_observation(env: gym.Env[Any, Any], crop_size: int | None = None, flat_actions: bool = False,
-                       goal_features: bool = False) -> gym.Env[Any, Any]:
+                       goal_features: bool = False, rule_planes: bool = False) -> gym.Env[Any, Any]:
     """The observation wrapper a policy network needs: a crop for narrow/turtle, one-hot for wide
     (with ``flat_actions``, wide actions also go through ``FlatWideAction``; with
-    ``goal_features``, wide observations gain ``GoalFeatures``' planes)."""
+    ``goal_features``, wide observations gain ``GoalFeatures``' planes, and with ``rule_planes``
+    the problem's rule planes too)."""
+    if rule_planes and not goal_features:
+        raise ValueError("rule planes come with the goal features: set goal_features too.")
     if _core(env).representation.position is None:
         onehot = OneHotObservation(FlatWideAction(env) if flat_actions else env)
-        return GoalFeatures(onehot) if goal_features else onehot
+        return GoalFeatures(onehot, rule_planes=rule_planes) if goal_features else onehot
     if goal_features:
         raise ValueError("goal features need the wide representation (a whole-map observation).")
     return CropOneHotObservation(env, crop_size)
