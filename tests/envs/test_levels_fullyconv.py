@@ -346,6 +346,24 @@ def test_grpo_rounds_raise_the_sampled_goal_rate(tmp_path: Path) -> None:
         load_levels_config(None, [*sets[:4], "self_imitation_rounds=1", "self_imitation_objective=ppo"], base=base)
 
 
+def test_rounds_sample_the_same_episodes_in_worker_processes(tmp_path: Path) -> None:
+    # each batch of 100 start levels seeds its own sampling: 2 worker processes give the run of 1
+    sets = ["env=binary-wide", "policy=fullyconv", "channels=8", "total_timesteps=0", "levels_per_log=0",
+            f"output_dir={tmp_path}", "self_imitation_rounds=2", "self_imitation_starts=300", "self_imitation_samples=4",
+            "self_imitation_epochs=1", "self_imitation_objective=grpo", "self_imitation_learning_rate=0.003"]
+    base = {"env_args": {"problem_options": {"width": 5, "height": 5, "target_path": 3}}}
+    runs = [train_levels(load_levels_config(None, [*sets, f"run_name=w{n}", f"self_imitation_workers={n}"], base=base),
+                         show_progress=False) for n in (1, 2)]
+    metrics = [[{k: v for k, v in json.loads(line).items() if k not in ("self_imitation/seconds", "time")}
+                for line in (run.run_dir / "metrics.jsonl").read_text().splitlines() if "sample_goal_rate" in line] for run in runs]
+    assert len(metrics[0]) == 2 and metrics[0] == metrics[1]
+    assert metrics[0][1]["self_imitation/sample_goal_rate"] != metrics[0][0]["self_imitation/sample_goal_rate"]
+    one, two = (run.model.policy.state_dict() for run in runs)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    with pytest.raises(ConfigError, match="self_imitation_workers"):
+        load_levels_config(None, [*sets, "self_imitation_workers=0"], base=base)
+
+
 def test_sokoban_rule_planes_mark_dead_cells_and_pushable_crates() -> None:
     problem = make_problem("sokoban")
     empty, solid, player, crate, target = range(5)

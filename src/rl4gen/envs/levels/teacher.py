@@ -341,6 +341,42 @@ def _distribution_and_values(policy: Any, obs: torch.Tensor) -> tuple[Any, torch
     return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf)
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _start_sampler(make_env: Callable[[], gym.Env[Any, Any]], policy: bytes) -> None:
+    """A sampling worker's initializer: one thread, the env factory and a copy of the policy."""
+    import io
+
+    torch.set_num_threads(1)
+    _WORKER["make_env"] = make_env
+    _WORKER["policy"] = torch.load(io.BytesIO(policy), weights_only=False)
+
+
+def _sample_batch(job: tuple[dict[str, torch.Tensor], list[int], bool, int]) -> dict[str, Any]:
+    """Play one batch of sampled episodes in a worker, with the round's weights."""
+    state, seeds, record, batch_seed = job
+    policy = _WORKER["policy"]
+    policy.load_state_dict(state)
+    return _sampled_episodes(_WORKER["make_env"], seeds, policy, record, batch_seed)
+
+
+def _sampled_episodes(make_env: Callable[[], gym.Env[Any, Any]], seeds: list[int], policy: Any, record: bool,
+                      batch_seed: int) -> dict[str, Any]:
+    """``play_episodes`` with actions sampled from ``policy``, torch's generator seeded with
+    ``batch_seed`` for the batch (and restored after): the same batch samples the same episodes
+    in any process."""
+    from rl4gen.envs.levels.evaluate import play_episodes
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions, _ = policy.predict(obs, deterministic=False)
+        return np.asarray(actions)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(batch_seed)
+        return play_episodes(make_env, seeds, act, record=record)
+
+
 def self_imitation(
     model: Any,
     make_env: Callable[[], gym.Env[Any, Any]],
@@ -361,6 +397,7 @@ def self_imitation(
     first_round: int = 0,
     objective: str = "clone",
     learning_rate: float = 1e-4,
+    workers: int = 1,
 ) -> list[Demonstration]:
     """Expert iteration on the policy's own goal levels, after cloning.
 
@@ -394,19 +431,39 @@ def self_imitation(
     ``policy_loss``, ``approx_kl``, ``clip_fraction``, ``entropy`` and ``steps`` instead. Each
     round's new demonstrations are appended to ``path`` (JSON lines, as
     :func:`search_demonstrations` writes them) before its cloning. Returns the new
-    demonstrations of all rounds."""
-    from rl4gen.envs.levels.evaluate import play_episodes
+    demonstrations of all rounds.
 
+    With ``workers`` > 1 the sampling (most of a GRPO round) runs in that many processes, one
+    batch of ``batch_starts`` start levels at a time; ``make_env`` must then pickle (a
+    ``functools.partial`` of a module-level function does). Each batch seeds torch's generator
+    from ``seed``, the round and the batch, so the episodes, and the whole run, are the same for
+    any number of workers."""
     if objective not in ("clone", "grpo"):
         raise ValueError(f"objective must be 'clone' or 'grpo', got {objective!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, got {workers}")
     grpo = objective == "grpo"
     rng = np.random.default_rng(seed)
     env = make_env()
     gamma = float(model.gamma)
+    pool_of_samplers = None
+    if workers > 1:
+        import io
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def act(obs: np.ndarray) -> np.ndarray:
-        actions, _ = model.predict(obs, deterministic=False)
-        return np.asarray(actions)
+        buffer = io.BytesIO()
+        torch.save(model.policy, buffer)
+        pool_of_samplers = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_start_sampler, initargs=(make_env, buffer.getvalue()))
+
+    def sample(round_: int, batches: list[list[int]]) -> Any:
+        seeds_of = [int(np.random.SeedSequence([seed, round_, b]).generate_state(1)[0]) for b in range(len(batches))]
+        if pool_of_samplers is None:
+            return (_sampled_episodes(make_env, batch, model.policy, grpo, s) for batch, s in zip(batches, seeds_of, strict=True))
+        state = {key: value.detach().cpu() for key, value in model.policy.state_dict().items()}
+        # every job carries the round's weights (~1 MB at 64 channels): any worker may take any batch
+        return pool_of_samplers.map(_sample_batch, [(state, batch, grpo, s) for batch, s in zip(batches, seeds_of, strict=True)])
 
     earlier = list(demos)
     found_all: list[Demonstration] = []
@@ -419,9 +476,9 @@ def self_imitation(
             steps: list[np.ndarray] = []
             actions: list[np.ndarray] = []
             rewards: list[bool] = []
-            for b in range(0, starts, batch_starts):
-                seeds = [base + j for j in range(b, min(b + batch_starts, starts)) for _ in range(samples)]
-                played = play_episodes(make_env, seeds, act, record=grpo)
+            batches = [[base + j for j in range(b, min(b + batch_starts, starts)) for _ in range(samples)]
+                       for b in range(0, starts, batch_starts)]
+            for seeds, played in zip(batches, sample(round_, batches), strict=True):
                 if grpo:
                     steps += played["observations"]
                     actions += played["actions"]
@@ -474,4 +531,6 @@ def self_imitation(
                 log(round_ + 1, metrics)
     finally:
         env.close()
+        if pool_of_samplers is not None:
+            pool_of_samplers.shutdown(cancel_futures=True)
     return found_all

@@ -115,6 +115,9 @@ class LevelsTrainConfig(Strict):
     pool, so _pool is unused)."""
     self_imitation_learning_rate: float = Field(1e-4, gt=0)
     """Adam's learning rate for the grpo objective (cloning uses 1e-3)."""
+    self_imitation_workers: int = Field(1, ge=1)
+    """Processes that sample a round's episodes (most of a GRPO round's time); the episodes, and
+    so the run, are the same for any number (each batch of 100 start levels is seeded)."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
@@ -424,6 +427,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             pool=cfg.self_imitation_pool, orders=cfg.teacher_orders, symmetric=cfg.teacher_symmetries, seed=cfg.seed,
             path=run_dir / "teacher" / "self_demos.jsonl", log=log, first_round=cfg.self_imitation_first_round,
             objective=cfg.self_imitation_objective, learning_rate=cfg.self_imitation_learning_rate,
+            workers=cfg.self_imitation_workers,
         )
 
 
