@@ -58,6 +58,29 @@ def test_policy_scores_every_tile_of_every_cell() -> None:
         load_levels_config(None, ["env=binary-narrow", "policy=fullyconv"])
 
 
+def test_attention_layers_let_every_cell_weigh_every_other() -> None:
+    env = GoalFeatures(OneHotObservation(FlatWideAction(gym.make("rl4gen/sokoban-wide-v0"))))
+    tiles = 5
+    plain = FullyConvPolicy(env.observation_space, env.action_space, lambda _: 3e-4, channels=8, feature_planes=9)
+    policy = FullyConvPolicy(env.observation_space, env.action_space, lambda _: 3e-4, channels=8, feature_planes=9,
+                             attention_layers=2)
+    extra = {k for k in policy.state_dict()} - {k for k in plain.state_dict()}
+    assert extra and all(k.startswith(("features_extractor.attention.", "features_extractor.position",
+                                       "pi_features_extractor.", "vf_features_extractor.")) for k in extra)
+    obs = torch.as_tensor(np.stack([env.reset(seed=s)[0] for s in range(4)]))
+    dist = policy.get_distribution(obs)
+    assert dist.distribution.probs.shape == (4, tiles * 25)
+    assert float(dist.distribution.probs.detach()[obs[:, :tiles].flatten(1).bool()].sum()) == 0  # no-op writes still masked
+    # the gradient of one cell's logits reaches the attention layers and the position embedding
+    dist.distribution.logits[:, 7].sum().backward()
+    assert policy.features_extractor.position.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in policy.features_extractor.attention.parameters())
+    with pytest.raises(ConfigError, match="'attention_layers' needs policy fullyconv"):
+        load_levels_config(None, ["env=sokoban-wide", "attention_layers=1"])
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        load_levels_config(None, ["env=sokoban-wide", "policy=fullyconv", "channels=6", "attention_layers=1"])
+
+
 def test_short_fullyconv_run_raises_the_goal_rate_above_random_on_binary(tmp_path: Path) -> None:
     # the 5x5 binary problem of test_levels_eval, wide this time: PCGRL's fully convolutional agent
     sets = ["env=binary-wide", "policy=fullyconv", "channels=16", "total_timesteps=4096", "num_envs=8",

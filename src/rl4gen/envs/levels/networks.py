@@ -51,9 +51,15 @@ class FullyConvExtractor(BaseFeaturesExtractor):
 
     Two 3×3 convolutions (``channels`` wide, padding 1, so the map keeps its size), then the
     channel means over the map through a linear layer are added to every cell before a third
-    convolution: local patterns plus the global state (how many regions, how long the path)."""
+    convolution: local patterns plus the global state (how many regions, how long the path).
 
-    def __init__(self, observation_space: gym.spaces.Box, channels: int = 32, feature_planes: int = 0) -> None:
+    With ``attention_layers`` > 0, that many pre-norm transformer encoder layers (4 heads,
+    feed-forward ``2 × channels``, no dropout) follow, the cells as tokens with a learned position
+    embedding: every cell can weigh every other one by what is there (which crate stands in
+    which one's way), where the pooled context only sees map totals."""
+
+    def __init__(self, observation_space: gym.spaces.Box, channels: int = 32, feature_planes: int = 0,
+                 attention_layers: int = 0) -> None:
         planes, height, width = observation_space.shape
         tiles = planes - feature_planes
         super().__init__(observation_space, (channels + tiles) * height * width)
@@ -64,12 +70,23 @@ class FullyConvExtractor(BaseFeaturesExtractor):
         )
         self.context = nn.Sequential(nn.Linear(channels, channels), nn.ReLU())
         self.out = nn.Conv2d(channels, channels, 3, padding=1)
+        self.attention = nn.ModuleList(
+            nn.TransformerEncoderLayer(channels, nhead=4, dim_feedforward=2 * channels, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(attention_layers)
+        )
+        self.position = nn.Parameter(torch.zeros(1, height * width, channels)) if attention_layers else None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         x = observations.float()
         h = self.local(x)
         g = self.context(h.mean(dim=(2, 3)))
         h = torch.relu(self.out(h) + g[:, :, None, None])
+        if self.position is not None:
+            batch, channels, height, width = h.shape
+            tokens = h.flatten(2).transpose(1, 2) + self.position  # (B, H·W, C)
+            for layer in self.attention:
+                tokens = layer(tokens)
+            h = tokens.transpose(1, 2).reshape(batch, channels, height, width)
         return torch.cat([h, x[:, : self.tiles]], dim=1).flatten(1)
 
 
@@ -113,10 +130,12 @@ class FullyConvPolicy(ActorCriticPolicy):
     logit head (``Discrete(T·H·W)``, one categorical over every (tile, cell)) and a pooled value
     head. ``channels`` sets the network width; ``mask_noop`` (default) never writes the tile a cell
     already has; ``feature_planes`` input planes after the tiles are features, not tiles
-    (``GoalFeatures``). SB3's ``net_arch`` is not used."""
+    (``GoalFeatures``); ``attention_layers`` adds transformer layers over the cells
+    (``FullyConvExtractor``). SB3's ``net_arch`` is not used."""
 
     def __init__(self, observation_space: gym.spaces.Space[Any], action_space: gym.spaces.Space[Any], lr_schedule: Any,
-                 channels: int = 32, mask_noop: bool = True, feature_planes: int = 0, **kwargs: Any) -> None:
+                 channels: int = 32, mask_noop: bool = True, feature_planes: int = 0, attention_layers: int = 0,
+                 **kwargs: Any) -> None:
         planes, height, width = observation_space.shape  # type: ignore[misc]
         tiles = planes - feature_planes
         if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.n) != tiles * height * width:
@@ -124,7 +143,9 @@ class FullyConvPolicy(ActorCriticPolicy):
         self._cells = (channels, height, width, tiles)
         self.mask_noop = mask_noop
         kwargs.update(net_arch=[], features_extractor_class=FullyConvExtractor,
-                      features_extractor_kwargs={"channels": channels, "feature_planes": feature_planes}, normalize_images=False, share_features_extractor=True)
+                      features_extractor_kwargs={"channels": channels, "feature_planes": feature_planes,
+                                                 "attention_layers": attention_layers},
+                      normalize_images=False, share_features_extractor=True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:

@@ -73,6 +73,9 @@ class LevelsTrainConfig(Strict):
     from a fully convolutional net over one flat (tile, cell) action, PCGRL's wide agent."""
     channels: int = Field(32, ge=1)
     """Width of the fully convolutional net (policy fullyconv)."""
+    attention_layers: int = Field(0, ge=0)
+    """Policy fullyconv: transformer encoder layers over the map's cells after the convolutions
+    (every cell attends to every other; channels must divide by their 4 heads)."""
     mask_noop: bool = True
     """Policy fullyconv: never write the tile a cell already has (a no-op step)."""
     goal_features: bool = False
@@ -123,7 +126,7 @@ class LevelsTrainConfig(Strict):
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
     init_model: str | None = None
     """An SB3 model .zip of an earlier run (``model.zip``, ``teacher/model.zip`` or a checkpoint's)
-    whose weights start this run; the env, policy, channels, goal_features and rule_planes must match it."""
+    whose weights start this run; the env, policy, channels, attention_layers, goal_features and rule_planes must match it."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -193,6 +196,10 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError(f"config key 'init_model' names no file ({cfg.init_model!r}): give the model.zip of an earlier run.")
     if cfg.goal_features and not cfg.env.endswith("-wide"):
         raise ConfigError("config key 'goal_features' needs a wide env (a whole-map observation): set it false for narrow and turtle.")
+    if cfg.attention_layers and cfg.policy != "fullyconv":
+        raise ConfigError("config key 'attention_layers' needs policy fullyconv: set policy fullyconv or drop it.")
+    if cfg.attention_layers and cfg.channels % 4:
+        raise ConfigError(f"config key 'attention_layers' splits channels over 4 heads, but channels is {cfg.channels}: use a multiple of 4.")
     if cfg.rule_planes and not cfg.goal_features:
         raise ConfigError("config key 'rule_planes' adds to the goal features: set goal_features true too (a wide env).")
     if cfg.rule_planes and not PROBLEMS[cfg.env.split("-")[0]].rule_plane_names:
@@ -301,7 +308,8 @@ def train_levels(
         model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
     elif cfg.policy == "fullyconv":
         feature_planes = venv.observation_space.shape[0] - len(PROBLEMS[cfg.env.split("-")[0]].tiles)  # type: ignore[index]
-        policy_kwargs = {"channels": cfg.channels, "mask_noop": cfg.mask_noop, "feature_planes": feature_planes}
+        policy_kwargs = {"channels": cfg.channels, "mask_noop": cfg.mask_noop, "feature_planes": feature_planes,
+                         "attention_layers": cfg.attention_layers}
         model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
     else:
         policy_kwargs = {
@@ -361,7 +369,7 @@ def _load_weights(model: Any, path: str, venv: Any) -> None:
         venv.close()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config key 'init_model' ({path!r}) does not fit this run's policy ({first[:160]}): "
-                          "give a model saved with the same env, policy, channels, goal_features and rule_planes.") from None
+                          "give a model saved with the same env, policy, channels, attention_layers, goal_features and rule_planes.") from None
 
 
 def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:
