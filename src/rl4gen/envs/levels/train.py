@@ -119,8 +119,9 @@ class LevelsTrainConfig(Strict):
     self_imitation_learning_rate: float = Field(1e-4, gt=0)
     """Adam's learning rate for the grpo objective (cloning uses 1e-3)."""
     self_imitation_workers: int = Field(1, ge=1)
-    """Processes that sample a round's episodes (most of a GRPO round's time); the episodes, and
-    so the run, are the same for any number (each batch of 100 start levels is seeded)."""
+    """Processes that sample a round's episodes; the episodes, and so the run, are the same for
+    any number (each batch of 100 start levels is seeded). Measured on 2 cores: no real gain yet
+    (docs/tasks/levels.md)."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
