@@ -250,10 +250,7 @@ def sokoban_pushable_crates(player: int, crates: int, free: int, pitch: int) -> 
     """The ``crates`` the player can push now: one of the crate's sides is reachable from
     ``player`` through ``free`` cells (crates and walls block the walk) and the cell beyond it,
     on the opposite side, is free."""
-    reach = 0
-    if player:
-        for layer in bfs_layers(player, free, pitch):
-            reach |= layer
+    reach = _flood(player, free, pitch)[0] if player else 0
     pushable = 0
     for d in (1, -1, pitch, -pitch):
         pushable |= crates & _shift(reach, d) & _shift(free, -d)
