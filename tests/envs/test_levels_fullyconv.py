@@ -387,6 +387,34 @@ def test_rounds_sample_the_same_episodes_in_worker_processes(tmp_path: Path) -> 
         load_levels_config(None, [*sets, "self_imitation_workers=0"], base=base)
 
 
+def test_play_episodes_reuses_environments_without_changing_the_episodes() -> None:
+    # the rounds' sampling keeps its environments between batches: a list of environments that
+    # already played other start levels, and more of them than the batch needs, plays the episodes
+    # of new ones (random actions, seeded per episode, through the goal features' and rule planes' wrappers)
+    from rl4gen.envs.levels.evaluate import play_episodes
+    from rl4gen.envs.levels.train import _make_env
+
+    cfg = load_levels_config(None, ["env=sokoban-wide", "policy=fullyconv", "goal_features=true", "rule_planes=true"])
+
+    def make_env() -> gym.Env:
+        return _make_env(cfg, 0, None)
+
+    seeds = [5, 6, 7, 5, 8, 9]
+    fresh = play_episodes(make_env, seeds, None, record=True)
+    kept: list[gym.Env] = []
+    play_episodes(make_env, list(range(100, 108)), None, envs=kept)
+    assert len(kept) == 8
+    again = play_episodes(make_env, seeds, None, record=True, envs=kept)
+    assert len(kept) == 8  # lent, not replaced
+    for key in ("starts", "finals", "observations", "actions"):
+        assert all(np.array_equal(a, b) for a, b in zip(fresh[key], again[key], strict=True)), key
+    assert fresh["env_goals"] == again["env_goals"] and fresh["lengths"] == again["lengths"]
+    more = play_episodes(make_env, list(range(20)), None, envs=kept)
+    assert len(kept) == 20 and len(more["finals"]) == 20
+    for env in kept:
+        env.close()
+
+
 def test_sokoban_rule_planes_mark_dead_cells_and_pushable_crates() -> None:
     problem = make_problem("sokoban")
     empty, solid, player, crate, target = range(5)

@@ -54,7 +54,7 @@ def level_metrics(problem: str, finals: Sequence[np.ndarray], starts: Sequence[n
 
 
 def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callable[[np.ndarray], np.ndarray] | None,
-                  attempts: int = 1, record: bool = False) -> dict[str, Any]:
+                  attempts: int = 1, record: bool = False, envs: list[Any] | None = None) -> dict[str, Any]:
     """Play one episode per seed side by side (episode ``i`` from ``reset(seed=seeds[i])``; a
     repeated seed repeats the start level, and with random actions the whole episode); ``act``
     maps stacked observations to actions (None: uniformly random actions). With ``attempts`` > 1,
@@ -62,12 +62,21 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
     ``attempts`` times; the last attempt's level is the result. Returns lists over the episodes:
     ``starts``, ``finals`` (levels), ``env_goals``, ``lengths`` (steps of the last attempt) and
     ``tries``; with ``record``, also ``observations`` and ``actions``: each episode's (last
-    attempt's) steps, stacked."""
+    attempt's) steps, stacked.
+
+    ``envs``, a list kept between calls, lends its environments to the episodes instead of new
+    ones (made with ``make_env`` and appended while it is short) and leaves them open: a caller
+    that plays many batches makes each environment once. Every episode starts from
+    ``reset(seed=...)``, so the episodes are those that new environments would play."""
     episodes = len(seeds)
-    envs = [make_env() for _ in range(episodes)]
+    owned = envs is None
+    if envs is None:
+        envs = []
+    while len(envs) < episodes:
+        envs.append(make_env())
     obs = []
     starts = []
-    for i, env in enumerate(envs):
+    for i, env in enumerate(envs[:episodes]):
         o, _ = env.reset(seed=seeds[i])
         env.action_space.seed(seeds[i])
         obs.append(o)
@@ -104,8 +113,9 @@ def play_episodes(make_env: Callable[[], Any], seeds: Sequence[int], act: Callab
             else:
                 still.append(i)
         active = still
-    for env in envs:
-        env.close()
+    if owned:
+        for env in envs:
+            env.close()
     out = {"starts": starts, "finals": finals, "env_goals": env_goals, "lengths": lengths, "tries": tries}
     if record:
         out["observations"] = [np.stack(steps) for steps in seen]

@@ -351,6 +351,7 @@ def _start_sampler(make_env: Callable[[], gym.Env[Any, Any]], policy: bytes) -> 
     torch.set_num_threads(1)
     _WORKER["make_env"] = make_env
     _WORKER["policy"] = torch.load(io.BytesIO(policy), weights_only=False)
+    _WORKER["envs"] = []
 
 
 def _sample_batch(job: tuple[dict[str, torch.Tensor], list[int], bool, int]) -> dict[str, Any]:
@@ -358,14 +359,14 @@ def _sample_batch(job: tuple[dict[str, torch.Tensor], list[int], bool, int]) -> 
     state, seeds, record, batch_seed = job
     policy = _WORKER["policy"]
     policy.load_state_dict(state)
-    return _sampled_episodes(_WORKER["make_env"], seeds, policy, record, batch_seed)
+    return _sampled_episodes(_WORKER["make_env"], seeds, policy, record, batch_seed, _WORKER["envs"])
 
 
 def _sampled_episodes(make_env: Callable[[], gym.Env[Any, Any]], seeds: list[int], policy: Any, record: bool,
-                      batch_seed: int) -> dict[str, Any]:
+                      batch_seed: int, envs: list[Any] | None = None) -> dict[str, Any]:
     """``play_episodes`` with actions sampled from ``policy``, torch's generator seeded with
     ``batch_seed`` for the batch (and restored after): the same batch samples the same episodes
-    in any process."""
+    in any process. ``envs``: environments kept from earlier batches (``play_episodes``)."""
     from rl4gen.envs.levels.evaluate import play_episodes
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -374,7 +375,7 @@ def _sampled_episodes(make_env: Callable[[], gym.Env[Any, Any]], seeds: list[int
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(batch_seed)
-        return play_episodes(make_env, seeds, act, record=record)
+        return play_episodes(make_env, seeds, act, record=record, envs=envs)
 
 
 def self_imitation(
@@ -446,6 +447,7 @@ def self_imitation(
     rng = np.random.default_rng(seed)
     env = make_env()
     gamma = float(model.gamma)
+    kept_envs: list[Any] = []  # the sampling's environments, made once for all rounds
     pool_of_samplers = None
     if workers > 1:
         import io
@@ -460,7 +462,7 @@ def self_imitation(
     def sample(round_: int, batches: list[list[int]]) -> Any:
         seeds_of = [int(np.random.SeedSequence([seed, round_, b]).generate_state(1)[0]) for b in range(len(batches))]
         if pool_of_samplers is None:
-            return (_sampled_episodes(make_env, batch, model.policy, grpo, s) for batch, s in zip(batches, seeds_of, strict=True))
+            return (_sampled_episodes(make_env, batch, model.policy, grpo, s, kept_envs) for batch, s in zip(batches, seeds_of, strict=True))
         state = {key: value.detach().cpu() for key, value in model.policy.state_dict().items()}
         # every job carries the round's weights (~1 MB at 64 channels): any worker may take any batch
         return pool_of_samplers.map(_sample_batch, [(state, batch, grpo, s) for batch, s in zip(batches, seeds_of, strict=True)])
@@ -531,6 +533,8 @@ def self_imitation(
                 log(round_ + 1, metrics)
     finally:
         env.close()
+        for kept in kept_envs:
+            kept.close()
         if pool_of_samplers is not None:
             pool_of_samplers.shutdown(cancel_futures=True)
     return found_all
