@@ -32,3 +32,26 @@ def test_levels_speed_rejects_an_unknown_problem() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 2 and "unknown problem 'mario'" in proc.stderr
+
+
+def test_levels_rounds_tiny_times_kept_environments_and_workers(tmp_path: Path) -> None:
+    out = tmp_path / "rounds.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_rounds.py"), "--tiny", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    envs, workers = report["envs"], report["workers"]
+    assert envs["episodes"] == 40 and envs["cpu_ratio"] > 0 and envs["wall_ratio"] > 0
+    assert set(envs["seconds"]) == {"new", "kept"} and set(workers["seconds"]) == {"1", "2"}
+    assert workers["wall_ratio"] > 0 and 0 <= workers["goal_rate"] <= 1
+    assert proc.stdout.startswith("envs: 40 episodes, new / kept environments")
+
+
+def test_levels_rounds_rejects_a_missing_model(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_rounds.py"), "--tiny", "--model", str(tmp_path / "none.zip")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2 and "is not a file" in proc.stderr and proc.stdout == ""
