@@ -431,12 +431,14 @@ def levels_teach(
     levels: Annotated[int, typer.Option(min=1, help="Start levels to search.")] = 600,
     first_seed: Annotated[int, typer.Option(help="Seed of the first start level (then + 1, ...); keep away from evaluation's 10000+.")] = 1_000_000,
     time_limit: Annotated[float, typer.Option(min=0.01, help="Process seconds the search may spend on one start level.")] = 3.0,
+    unsolved_by: Annotated[str | None, typer.Option(help="A run folder with self-imitation rounds: search the start levels its samples never solved "
+                                                          "(the last round's first) instead of --first-seed onwards: a self_imitation_guide_file.")] = None,
 ) -> None:
-    """Search goal levels for training start levels: demonstrations for `teacher_file`."""
-    _run_guarded(lambda: _levels_teach(env, out_file, levels, first_seed, time_limit))
+    """Search goal levels for training start levels: demonstrations for `teacher_file` or `self_imitation_guide_file`."""
+    _run_guarded(lambda: _levels_teach(env, out_file, levels, first_seed, time_limit, unsolved_by))
 
 
-def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, time_limit: float) -> None:
+def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, time_limit: float, unsolved_by: str | None = None) -> None:
     import gymnasium as gym
 
     import rl4gen.envs  # noqa: F401
@@ -446,6 +448,17 @@ def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, ti
     name = level_env_name(env_name)
     if name is None:
         raise ConfigError(f"unknown level environment {env_name!r}: use one of {', '.join(ENV_NAMES)}.")
+    seeds = None
+    if unsolved_by is not None:
+        from rl4gen.envs.levels.train import unsolved_starts
+
+        run_cfg, unsolved = unsolved_starts(unsolved_by)
+        if run_cfg.env != name:
+            raise ConfigError(f"run {unsolved_by!r} trained on {run_cfg.env}, not {name}: give its environment.")
+        if not unsolved:
+            raise ConfigError(f"run {unsolved_by!r} solved every start level of its rounds: there is nothing to search.")
+        seeds = unsolved[:levels]
+        levels = len(seeds)
     path = Path(out_file)
     if path.exists():
         raise ConfigError(f"{out_file!r} already exists: choose another --out or remove it first.")
@@ -456,7 +469,13 @@ def _levels_teach(env_name: str, out_file: str, levels: int, first_seed: int, ti
         if done % 50 == 0 or done == levels:
             err.print(f"searched {done}/{levels} start levels, {found} goal levels found")
 
-    demos = search_demonstrations(gym.make(f"rl4gen/{name}-v0"), levels, first_seed, time_limit, path, progress)
+    if unsolved_by is not None:
+        from rl4gen.envs.levels.train import _make_env
+
+        env = _make_env(run_cfg, 0, None)  # the run's own start levels (its env_args)
+    else:
+        env = gym.make(f"rl4gen/{name}-v0")
+    demos = search_demonstrations(env, levels, first_seed, time_limit, path, progress, seeds=seeds)
     out.print(f"{len(demos)} demonstrations written to {out_file}")
 
 

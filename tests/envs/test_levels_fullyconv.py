@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -367,6 +368,64 @@ def test_grpo_rounds_raise_the_sampled_goal_rate(tmp_path: Path) -> None:
     assert result["policy"]["goal_rate"] > result["random"]["goal_rate"] + 0.15, result
     with pytest.raises(ConfigError, match="self_imitation_objective"):
         load_levels_config(None, [*sets[:4], "self_imitation_rounds=1", "self_imitation_objective=ppo"], base=base)
+
+
+def test_guides_searched_on_unsolved_starts_join_the_grpo_rounds(tmp_path: Path) -> None:
+    # a run's rounds leave start levels no sample solved; `levels teach --unsolved-by` searches
+    # goal levels for them, and a guided run's updates raise the policy's probability of their
+    # edits far more than the same rounds without them
+    from typer.testing import CliRunner
+
+    from rl4gen.cli import app
+    from rl4gen.envs.levels.teacher import (
+        SELF_SEED_OFFSET,
+        demonstration_steps,
+        load_demonstrations,
+    )
+    from rl4gen.envs.levels.train import _make_env, unsolved_starts
+
+    base = {"env_args": {"problem_options": {"width": 5, "height": 5, "target_path": 6}}}
+    sets = ["env=binary-wide", "policy=fullyconv", "channels=8", "total_timesteps=0", "levels_per_log=0", f"output_dir={tmp_path}",
+            "self_imitation_starts=40", "self_imitation_samples=4", "self_imitation_epochs=2", "self_imitation_objective=grpo",
+            "self_imitation_learning_rate=0.003", "teacher_symmetries=true"]
+    first = train_levels(load_levels_config(None, [*sets, "run_name=first", "self_imitation_rounds=2"], base=base), show_progress=False)
+    cfg, unsolved = unsolved_starts(first.run_dir)
+    solved = {json.loads(line)["seed"] for line in (first.run_dir / "teacher" / "self_demos.jsonl").read_text().splitlines()}
+    rounds = [range(SELF_SEED_OFFSET + r * 40, SELF_SEED_OFFSET + (r + 1) * 40) for r in (1, 0)]  # the last round first
+    assert unsolved == [seed for r in rounds for seed in r if seed not in solved] and len(unsolved) > 20
+    guides = tmp_path / "guides.jsonl"
+    result = CliRunner().invoke(app, ["levels", "teach", "binary-wide", "--unsolved-by", str(first.run_dir), "--levels", "12",
+                                      "--time-limit", "1", "--out", str(guides)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in guides.read_text().splitlines()]
+    assert len(rows) >= 6 and all(row["seed"] in unsolved[:12] for row in rows)
+    env = _make_env(cfg, 0, None)
+    demos = load_demonstrations(guides, (5, 5), 2)
+    obs, actions = demonstration_steps(env, demos, np.random.default_rng(0))
+    assert len(demos) == len(rows) and 0 < len(actions) <= sum(int((d.start != d.final).sum()) for d in demos)  # an episode may end at the goal early
+
+    def guide_logp(run: Any) -> float:
+        with torch.no_grad():
+            distribution = run.model.policy.get_distribution(torch.as_tensor(obs))
+            return float(distribution.log_prob(torch.as_tensor(actions)).mean())
+
+    start = train_levels(load_levels_config(None, [*sets[:-1], "run_name=start"], base=base), show_progress=False)  # no rounds
+    plain, guided = (train_levels(load_levels_config(None, [*sets, f"run_name={name}", "self_imitation_rounds=4", "self_imitation_epochs=8", *extra], base=base),
+                                  show_progress=False)
+                     for name, extra in (("plain", []), ("guided", [f"self_imitation_guide_file={guides}", "self_imitation_guides=8", "self_imitation_guide_advantage=4"])))
+    before = guide_logp(start)
+    # measured: -3.22 at the start, -3.20 after the plain rounds, -2.95 after the guided ones
+    assert guide_logp(guided) > before + 0.15 and guide_logp(guided) > guide_logp(plain) + 0.15, (before, guide_logp(plain), guide_logp(guided))
+    rounds_logged = [json.loads(line) for line in (guided.run_dir / "metrics.jsonl").read_text().splitlines() if "guide_steps" in line]
+    assert len(rounds_logged) == 4 and all(r["self_imitation/guide_steps"] > 8 for r in rounds_logged)  # 8 guides under symmetries
+    with pytest.raises(ConfigError, match="'self_imitation_guide_file' joins grpo rounds"):
+        load_levels_config(None, [*sets, "self_imitation_objective=clone", "self_imitation_rounds=1", f"self_imitation_guide_file={guides}"], base=base)
+    with pytest.raises(ConfigError, match="self_imitation_guide_file .* does not exist"):
+        load_levels_config(None, [*sets, "self_imitation_rounds=1", f"self_imitation_guide_file={tmp_path / 'none.jsonl'}"], base=base)
+    with pytest.raises(ConfigError, match="has no self-imitation rounds"):
+        unsolved_starts(start.run_dir)
+    wrong = CliRunner().invoke(app, ["levels", "teach", "sokoban-wide", "--unsolved-by", str(first.run_dir), "--out", str(tmp_path / "x.jsonl")])
+    assert wrong.exit_code == 2 and "trained on binary-wide, not sokoban-wide" in wrong.output and not (tmp_path / "x.jsonl").exists()
 
 
 def test_rounds_sample_the_same_episodes_in_worker_processes(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "Demonstration",
     "clone",
     "demonstration_states",
+    "demonstration_steps",
     "group_relative_update",
     "load_demonstrations",
     "search_demonstrations",
@@ -76,9 +77,11 @@ def search_demonstrations(
     time_limit: float = 3.0,
     path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Demonstration]:
     """Search a goal level for the start levels of ``count`` episodes of ``env`` (seeds
-    ``first_seed + i``; training uses ``seed + SEED_OFFSET``); starts where the search finds none
+    ``first_seed + i``; training uses ``seed + SEED_OFFSET``), or of the episodes of ``seeds``
+    when given (``count`` and ``first_seed`` are then unused); starts where the search finds none
     within ``time_limit`` process seconds are skipped. Each demonstration found is appended to
     ``path`` (JSON lines) at once."""
     from rl4gen.envs.levels.ceiling import search_goal_level
@@ -86,9 +89,9 @@ def search_demonstrations(
     core: Any = env.unwrapped  # a LevelEnv
     found: list[Demonstration] = []
     sink = path.open("a") if path is not None else None
+    episode_seeds = list(seeds) if seeds is not None else [first_seed + i for i in range(count)]
     try:
-        for i in range(count):
-            episode_seed = first_seed + i
+        for i, episode_seed in enumerate(episode_seeds):
             env.reset(seed=episode_seed)
             start = core.level
             result = search_goal_level(core.problem, start, core.max_changes, time_limit=time_limit, seed=episode_seed)
@@ -106,13 +109,14 @@ def search_demonstrations(
     return found
 
 
-def load_demonstrations(path: str | Path, shape: tuple[int, int], num_tiles: int) -> list[Demonstration]:
-    """Read a ``demos.jsonl`` file; one sentence naming the problem when it does not fit."""
+def load_demonstrations(path: str | Path, shape: tuple[int, int], num_tiles: int, key: str = "teacher_file") -> list[Demonstration]:
+    """Read a ``demos.jsonl`` file; one sentence naming the problem (and the config ``key``
+    that gave the file) when it does not fit."""
     from rl4gen.config import ConfigError
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"teacher_file {str(path)!r} does not exist: point it at a run's teacher/demos.jsonl.")
+        raise ConfigError(f"{key} {str(path)!r} does not exist: point it at a run's teacher/demos.jsonl or an `rl4gen levels teach` output.")
     demos = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -121,15 +125,15 @@ def load_demonstrations(path: str | Path, shape: tuple[int, int], num_tiles: int
             row = json.loads(line)
             start, final = np.asarray(row["start"], dtype=np.int64), np.asarray(row["final"], dtype=np.int64)
         except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"teacher_file {str(path)!r} line {n} is not a demonstration (JSON with 'start' and 'final' levels).") from None
+            raise ConfigError(f"{key} {str(path)!r} line {n} is not a demonstration (JSON with 'start' and 'final' levels).") from None
         if start.shape != shape or final.shape != shape or min(start.min(), final.min()) < 0 or max(start.max(), final.max()) >= num_tiles:
             raise ConfigError(
-                f"teacher_file {str(path)!r} line {n} does not fit this environment: levels must be {shape[0]}x{shape[1]} "
+                f"{key} {str(path)!r} line {n} does not fit this environment: levels must be {shape[0]}x{shape[1]} "
                 f"with tiles in [0, {num_tiles})."
             )
         demos.append(Demonstration(int(row.get("seed", -1)), start.astype(np.uint8), final.astype(np.uint8)))
     if not demos:
-        raise ConfigError(f"teacher_file {str(path)!r} has no demonstrations.")
+        raise ConfigError(f"{key} {str(path)!r} has no demonstrations.")
     return demos
 
 
@@ -172,6 +176,27 @@ def symmetric_demonstrations(demos: Sequence[Demonstration], problem: Any = None
     return out
 
 
+def _demonstration_edits(demo: Demonstration, width: int, height: int) -> np.ndarray:
+    """The flat ``FlatWideAction`` indices (tile × cells + y × width + x) that turn the
+    demonstration's start level into its goal level, one per differing cell."""
+    ys, xs = np.nonzero(demo.start != demo.final)
+    return demo.final[ys, xs].astype(np.int64) * height * width + ys * width + xs
+
+
+def _play_edits(env: gym.Env[Any, Any], start: np.ndarray, edits: np.ndarray) -> list[tuple[np.ndarray, int, float]]:
+    """Play ``edits`` in their order from ``start``: ``(observation before, edit, reward)`` a step,
+    up to the episode's end."""
+    obs, _ = env.reset(options={"level": start})
+    steps = []
+    for action in edits:
+        after, reward, terminated, truncated, _ = env.step(int(action))
+        steps.append((obs, int(action), float(reward)))
+        obs = after
+        if terminated or truncated:
+            break
+    return steps
+
+
 def demonstration_states(
     env: gym.Env[Any, Any], demos: Sequence[Demonstration], orders: int, gamma: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,32 +207,39 @@ def demonstration_states(
     before each edit, the flat actions still to do, and the discounted return from there on."""
     rng = np.random.default_rng(seed)
     problem: Any = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
-    h, w = problem.height, problem.width
     observations: list[np.ndarray] = []
     to_do: list[np.ndarray] = []
     returns: list[float] = []
     for demo in demos:
-        ys, xs = np.nonzero(demo.start != demo.final)
-        actions = demo.final[ys, xs].astype(np.int64) * h * w + ys * w + xs
+        actions = _demonstration_edits(demo, problem.width, problem.height)
         for _ in range(orders):
-            obs, _ = env.reset(options={"level": demo.start})
-            left = np.zeros(problem.num_tiles * h * w, dtype=bool)
+            left = np.zeros(problem.num_tiles * problem.height * problem.width, dtype=bool)
             left[actions] = True
-            rewards = []
-            for action in rng.permutation(actions):
+            steps = _play_edits(env, demo.start, rng.permutation(actions))
+            for obs, action, _ in steps:
                 observations.append(obs)
                 to_do.append(left.copy())
-                obs, reward, terminated, truncated, _ = env.step(int(action))
-                rewards.append(float(reward))
                 left[action] = False
-                if terminated or truncated:
-                    break
             ret, tail = 0.0, []
-            for r in reversed(rewards):
+            for _, _, r in reversed(steps):
                 ret = r + gamma * ret
                 tail.append(ret)
             returns.extend(reversed(tail))
     return np.stack(observations), np.stack(to_do), np.asarray(returns, dtype=np.float32)
+
+
+def demonstration_steps(env: gym.Env[Any, Any], demos: Sequence[Demonstration], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each demonstration played once through ``env`` in a random order of its edits, as an
+    episode the policy could have sampled: ``(observations (N, ...), actions (N,))``, the
+    observation before each edit and the flat edit taken."""
+    problem: Any = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
+    observations: list[np.ndarray] = []
+    actions: list[int] = []
+    for demo in demos:
+        for obs, action, _ in _play_edits(env, demo.start, rng.permutation(_demonstration_edits(demo, problem.width, problem.height))):
+            observations.append(obs)
+            actions.append(action)
+    return np.stack(observations), np.asarray(actions, dtype=np.int64)
 
 
 def clone(
@@ -399,6 +431,9 @@ def self_imitation(
     objective: str = "clone",
     learning_rate: float = 1e-4,
     workers: int = 1,
+    guides: Sequence[Demonstration] = (),
+    guides_per_round: int = 150,
+    guide_advantage: float = 2.0,
 ) -> list[Demonstration]:
     """Expert iteration on the policy's own goal levels, after cloning.
 
@@ -438,11 +473,23 @@ def self_imitation(
     batch of ``batch_starts`` start levels at a time; ``make_env`` must then pickle (a
     ``functools.partial`` of a module-level function does). Each batch seeds torch's generator
     from ``seed``, the round and the batch, so the episodes, and the whole run, are the same for
-    any number of workers."""
+    any number of workers.
+
+    ``guides`` (``grpo`` only): search demonstrations, best of start levels the policy does not
+    solve (``unsolved_starts``), that widen what it can solve. Each round, ``guides_per_round`` of
+    them, drawn at random (under the grid's symmetries when ``symmetric``), are played once in a
+    random edit order (:func:`demonstration_steps`) and join the round's update as episodes with
+    advantage ``guide_advantage`` (about that of a rare success in a group: 16 samples with one
+    success give it 3.9). The update's clip bounds how far one round moves towards them (the ratio
+    to the round's policy stays within 1 ± the clip, as for the sampled steps), where cloning them
+    outright broadened the policy until its sampled rate fell by half. The metric
+    ``guide_steps`` counts their steps."""
     if objective not in ("clone", "grpo"):
         raise ValueError(f"objective must be 'clone' or 'grpo', got {objective!r}")
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, got {workers}")
+    if guides and (objective != "grpo" or guides_per_round < 1 or guide_advantage <= 0):
+        raise ValueError("guides need objective='grpo', guides_per_round >= 1 and guide_advantage > 0")
     grpo = objective == "grpo"
     rng = np.random.default_rng(seed)
     env = make_env()
@@ -505,9 +552,18 @@ def self_imitation(
                 reward = torch.tensor(rewards, dtype=torch.float32)
                 episode_advantage = group_normalized_advantages(reward, torch.arange(len(rewards)) // samples).numpy()
                 lengths = [len(a) for a in actions]
+                step_advantage = np.repeat(episode_advantage, lengths)
+                if guides:
+                    drawn = [guides[i] for i in sorted(rng.choice(len(guides), min(guides_per_round, len(guides)), replace=False))]
+                    guide_obs, guide_actions = demonstration_steps(
+                        env, symmetric_demonstrations(drawn, env.unwrapped.problem) if symmetric else drawn, rng)  # type: ignore[attr-defined]
+                    steps.append(guide_obs)
+                    actions.append(guide_actions)
+                    step_advantage = np.concatenate([step_advantage, np.full(len(guide_actions), guide_advantage, np.float32)])
+                    metrics["self_imitation/guide_steps"] = float(len(guide_actions))
                 result = group_relative_update(
                     model.policy, np.concatenate(steps), np.concatenate(actions),
-                    np.repeat(episode_advantage, lengths), epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
+                    step_advantage, epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
                 )
                 metrics.update({f"self_imitation/{key}": value for key, value in result.items()})
             elif found:

@@ -122,6 +122,15 @@ class LevelsTrainConfig(Strict):
     """Processes that sample a round's episodes; the episodes, and so the run, are the same for
     any number (each batch of 100 start levels is seeded). Measured on 2 cores: no real gain yet
     (docs/tasks/levels.md)."""
+    self_imitation_guide_file: str | None = None
+    """grpo rounds: search demonstrations (an ``rl4gen levels teach`` output, best
+    ``--unsolved-by`` an earlier run: start levels its samples never solved) that join every
+    round's update as episodes with a fixed positive advantage, to widen what the policy solves
+    (rl4gen.envs.levels.teacher.self_imitation; under the symmetries with teacher_symmetries)."""
+    self_imitation_guides: int = Field(150, ge=1)
+    """Guide demonstrations drawn for each round's update (before symmetries)."""
+    self_imitation_guide_advantage: float = Field(2.0, gt=0)
+    """The advantage of a guide episode's steps (a rare success in a group of 16 gets ~3.9)."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
@@ -191,6 +200,9 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError("config key 'self_imitation_rounds' needs policy fullyconv (a wide env with one flat edit action): set policy fullyconv or drop it.")
     if cfg.teacher_epochs == 0 and (cfg.teacher_levels or cfg.teacher_file) and not cfg.self_imitation_rounds:
         raise ConfigError("config key 'teacher_epochs' is 0, so the demonstrations are never used: set it to 1 or more, or add self_imitation_rounds.")
+    if cfg.self_imitation_guide_file and not (cfg.self_imitation_rounds and cfg.self_imitation_objective == "grpo"):
+        raise ConfigError("config key 'self_imitation_guide_file' joins grpo rounds' updates: set self_imitation_rounds and "
+                          "self_imitation_objective grpo, or drop it.")
     if cfg.self_imitation_first_round and not cfg.self_imitation_rounds:
         raise ConfigError("config key 'self_imitation_first_round' continues self-imitation rounds: set self_imitation_rounds, or drop it.")
     if cfg.init_model is not None and not Path(cfg.init_model).is_file():
@@ -220,6 +232,11 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
 
         problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
         load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
+    if cfg.self_imitation_guide_file:
+        from rl4gen.envs.levels.teacher import load_demonstrations
+
+        problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
+        load_demonstrations(cfg.self_imitation_guide_file, (problem.height, problem.width), problem.num_tiles, key="self_imitation_guide_file")
     env.close()
     return cfg
 
@@ -428,6 +445,10 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
                 sys.stderr.write(f"self-imitation: round {round_}/{cfg.self_imitation_first_round + cfg.self_imitation_rounds}, sampled goal rate "
                                  f"{values['self_imitation/sample_goal_rate']:.3f}, {int(values['self_imitation/goal_levels'])} goal levels\n")
 
+        guides = []
+        if cfg.self_imitation_guide_file:
+            guides = load_demonstrations(cfg.self_imitation_guide_file, (problem.height, problem.width), problem.num_tiles,
+                                         key="self_imitation_guide_file")
         (run_dir / "teacher").mkdir(exist_ok=True)
         (run_dir / "teacher" / "self_demos.jsonl").write_text("")
         self_imitation(
@@ -436,8 +457,33 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             pool=cfg.self_imitation_pool, orders=cfg.teacher_orders, symmetric=cfg.teacher_symmetries, seed=cfg.seed,
             path=run_dir / "teacher" / "self_demos.jsonl", log=log, first_round=cfg.self_imitation_first_round,
             objective=cfg.self_imitation_objective, learning_rate=cfg.self_imitation_learning_rate,
-            workers=cfg.self_imitation_workers,
+            workers=cfg.self_imitation_workers, guides=guides, guides_per_round=cfg.self_imitation_guides,
+            guide_advantage=cfg.self_imitation_guide_advantage,
         )
+
+
+def unsolved_starts(run_dir: str | Path) -> tuple[LevelsTrainConfig, list[int]]:
+    """The start levels of a run's self-imitation (or grpo) rounds on which none of its sampled
+    episodes reached the goal, as ``reset`` seeds, the last round's first: where search
+    demonstrations (``self_imitation_guide_file``) can widen what the policy solves. Returns the
+    run's config too. One sentence naming the problem for a folder that is no such run."""
+    from rl4gen.envs.levels.teacher import SELF_SEED_OFFSET
+
+    folder = Path(run_dir)
+    saved = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
+    if not isinstance(saved, dict) or saved.get("task") != "levels":
+        raise ConfigError(f"{str(folder)!r} is not a level run folder (no config.yaml with 'task: levels').")
+    # the files that started it need not exist any more: only the rounds' settings matter here
+    cfg = validate_levels_config({k: v for k, v in saved.items() if k not in ("init_model", "teacher_file", "self_imitation_guide_file")})
+    found = folder / "teacher" / "self_demos.jsonl"
+    if not cfg.self_imitation_rounds or not found.is_file():
+        raise ConfigError(f"run {str(folder)!r} has no self-imitation rounds ({found.name} missing): give a run trained with self_imitation_rounds.")
+    solved = {json.loads(line)["seed"] for line in found.read_text().splitlines() if line.strip()}
+    first = cfg.self_imitation_first_round
+    rounds = range(first + cfg.self_imitation_rounds - 1, first - 1, -1)
+    base = cfg.seed + SELF_SEED_OFFSET
+    return cfg, [seed for r in rounds for i in range(cfg.self_imitation_starts)
+                 if (seed := base + r * cfg.self_imitation_starts + i) not in solved]
 
 
 def save_checkpoint(model: Any, run_dir: Path, timesteps: int) -> Path:
