@@ -428,6 +428,21 @@ def test_guides_searched_on_unsolved_starts_join_the_grpo_rounds(tmp_path: Path)
     assert wrong.exit_code == 2 and "trained on binary-wide, not sokoban-wide" in wrong.output and not (tmp_path / "x.jsonl").exists()
 
 
+def test_guided_sokoban_config_and_its_sharpening_continuation_validate(tmp_path: Path) -> None:
+    # configs/levels/sokoban-wide-guided.yaml and the continuation its header gives, with stand-in files
+    repo = Path(__file__).resolve().parents[2]
+    model, guides = tmp_path / "model.zip", tmp_path / "guides.jsonl"
+    model.write_bytes(b"")
+    level = [[1, 1, 1, 1, 1], [1, 2, 0, 0, 1], [1, 0, 3, 0, 1], [1, 0, 0, 4, 1], [1, 1, 1, 1, 1]]
+    guides.write_text(json.dumps({"seed": 1, "start": level, "final": level}) + "\n")
+    config = repo / "configs/levels/sokoban-wide-guided.yaml"
+    cfg = load_levels_config(config, [f"init_model={model}", f"self_imitation_guide_file={guides}"])
+    assert cfg.self_imitation_objective == "grpo" and cfg.teacher_symmetries and cfg.rule_planes and cfg.self_imitation_guides == 150
+    sharpen = load_levels_config(config, [f"init_model={model}", "self_imitation_guide_file=null", "self_imitation_first_round=115",
+                                          "self_imitation_rounds=27", "self_imitation_epochs=4"])
+    assert sharpen.self_imitation_guide_file is None and sharpen.self_imitation_epochs == 4
+
+
 def test_rounds_sample_the_same_episodes_in_worker_processes(tmp_path: Path) -> None:
     # each batch of 100 start levels seeds its own sampling: 2 worker processes give the run of 1
     sets = ["env=binary-wide", "policy=fullyconv", "channels=8", "total_timesteps=0", "levels_per_log=0",
