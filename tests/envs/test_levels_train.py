@@ -129,8 +129,10 @@ def test_cli_train_from_the_shipped_recipe_then_show(tmp_path: Path) -> None:
         result = runner.invoke(app, ["train", str(recipe), "--dry-run"])
         if "init_model:" in recipe.read_text():  # continues an earlier run: its files are named first
             assert result.exit_code != 0 and "'init_model' names no file" in result.output, (recipe.name, result.output)
-            result = runner.invoke(app, ["train", str(recipe), "--dry-run", "--set", f"init_model={tmp_path / 'model.zip'}",
-                                         "--set", f"teacher_file={tmp_path / 'demos.jsonl'}"])
+            files = ["--set", f"init_model={tmp_path / 'model.zip'}", "--set", f"teacher_file={tmp_path / 'demos.jsonl'}"]
+            if "self_imitation_guide_file:" in recipe.read_text():
+                files += ["--set", f"self_imitation_guide_file={tmp_path / 'demos.jsonl'}"]
+            result = runner.invoke(app, ["train", str(recipe), "--dry-run", *files])
         assert result.exit_code == 0, (recipe.name, result.output)
 
 
