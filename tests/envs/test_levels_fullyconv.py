@@ -379,6 +379,7 @@ def test_guides_searched_on_unsolved_starts_join_the_grpo_rounds(tmp_path: Path)
     from rl4gen.cli import app
     from rl4gen.envs.levels.teacher import (
         SELF_SEED_OFFSET,
+        Demonstration,
         demonstration_steps,
         load_demonstrations,
     )
@@ -403,6 +404,8 @@ def test_guides_searched_on_unsolved_starts_join_the_grpo_rounds(tmp_path: Path)
     demos = load_demonstrations(guides, (5, 5), 2)
     obs, actions = demonstration_steps(env, demos, np.random.default_rng(0))
     assert len(demos) == len(rows) and 0 < len(actions) <= sum(int((d.start != d.final).sum()) for d in demos)  # an episode may end at the goal early
+    none_obs, none_actions = demonstration_steps(env, [Demonstration(0, demos[0].final, demos[0].final)], np.random.default_rng(0))
+    assert none_obs.shape == (0, *obs.shape[1:]) and none_actions.shape == (0,)  # nothing to edit: no steps
 
     def guide_logp(run: Any) -> float:
         with torch.no_grad():

@@ -239,6 +239,8 @@ def demonstration_steps(env: gym.Env[Any, Any], demos: Sequence[Demonstration], 
         for obs, action, _ in _play_edits(env, demo.start, rng.permutation(_demonstration_edits(demo, problem.width, problem.height))):
             observations.append(obs)
             actions.append(action)
+    if not observations:  # only demonstrations whose start already is the final level
+        return np.empty((0, *env.observation_space.shape), dtype=env.observation_space.dtype), np.empty(0, dtype=np.int64)  # type: ignore[misc]
     return np.stack(observations), np.asarray(actions, dtype=np.int64)
 
 
