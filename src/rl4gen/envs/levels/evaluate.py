@@ -165,7 +165,7 @@ def evaluate_levels(
     """
     import torch
 
-    from rl4gen.config import ConfigError, read_yaml
+    from rl4gen.config import ConfigError
     from rl4gen.envs.levels.networks import symmetric_logits
     from rl4gen.envs.levels.train import (
         ENV_NAMES,
@@ -173,6 +173,7 @@ def evaluate_levels(
         _latest_checkpoint,
         _make_env,
         level_env_name,
+        read_run_config,
         validate_levels_config,
     )
 
@@ -183,10 +184,7 @@ def evaluate_levels(
     path = Path(source)
     run_dir: Path | None = None
     if (path / "config.yaml").is_file():
-        saved = read_yaml(path / "config.yaml")
-        if not isinstance(saved, dict) or saved.get("task") != "levels":
-            raise ConfigError(f"{str(path)!r} is not a level run (its config has no 'task: levels').")
-        cfg = validate_levels_config(saved)
+        cfg = validate_levels_config(read_run_config(path))
         run_dir = path
         model_path = path / "model.zip"
         if not model_path.is_file():  # a run still training: its latest complete checkpoint

@@ -227,16 +227,12 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         env = _make_env(cfg, 0, None)
     except ValueError as exc:
         raise ConfigError(f"config key 'env_args' is invalid: {exc}") from None
-    if cfg.teacher_file:  # checked before a run folder is made
-        from rl4gen.envs.levels.teacher import load_demonstrations
+    for key in ("teacher_file", "self_imitation_guide_file"):  # checked before a run folder is made
+        if getattr(cfg, key):
+            from rl4gen.envs.levels.teacher import load_demonstrations
 
-        problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
-        load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
-    if cfg.self_imitation_guide_file:
-        from rl4gen.envs.levels.teacher import load_demonstrations
-
-        problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
-        load_demonstrations(cfg.self_imitation_guide_file, (problem.height, problem.width), problem.num_tiles, key="self_imitation_guide_file")
+            problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
+            load_demonstrations(getattr(cfg, key), (problem.height, problem.width), problem.num_tiles, key=key)
     env.close()
     return cfg
 
@@ -462,6 +458,15 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
         )
 
 
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """A level run folder's saved ``config.yaml`` (not yet validated); one sentence when the
+    folder holds none."""
+    saved = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
+    if not isinstance(saved, dict) or saved.get("task") != "levels":
+        raise ConfigError(f"{str(folder)!r} is not a level run folder (no config.yaml with 'task: levels').")
+    return saved
+
+
 def unsolved_starts(run_dir: str | Path) -> tuple[LevelsTrainConfig, list[int]]:
     """The start levels of a run's self-imitation (or grpo) rounds on which none of its sampled
     episodes reached the goal, as ``reset`` seeds, the last round's first: where search
@@ -470,9 +475,7 @@ def unsolved_starts(run_dir: str | Path) -> tuple[LevelsTrainConfig, list[int]]:
     from rl4gen.envs.levels.teacher import SELF_SEED_OFFSET
 
     folder = Path(run_dir)
-    saved = read_yaml(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
-    if not isinstance(saved, dict) or saved.get("task") != "levels":
-        raise ConfigError(f"{str(folder)!r} is not a level run folder (no config.yaml with 'task: levels').")
+    saved = read_run_config(folder)
     # the files that started it need not exist any more: only the rounds' settings matter here
     cfg = validate_levels_config({k: v for k, v in saved.items() if k not in ("init_model", "teacher_file", "self_imitation_guide_file")})
     found = folder / "teacher" / "self_demos.jsonl"
