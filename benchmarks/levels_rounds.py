@@ -50,17 +50,19 @@ def _model(path: str | None) -> tuple[Any, Any]:
     import tempfile
 
     from rl4gen.config import ConfigError
-    from rl4gen.envs.levels.train import _algorithm_class, load_levels_config, train_levels
+    from rl4gen.envs.levels.train import load_levels_config, train_levels
 
     sets = ["env=sokoban-wide", "policy=fullyconv", "channels=64", "goal_features=true", "rule_planes=true",
             "total_timesteps=0", "levels_per_log=0", "run_name=untrained"]
-    if path is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            run = train_levels(load_levels_config(None, [*sets, f"output_dir={tmp}"]), show_progress=False)
-            return run.model, load_levels_config(None, sets)
-    if not Path(path).is_file():
+    if path is not None and not Path(path).is_file():
         raise ConfigError(f"--model {path!r} is not a file: give a model.zip saved by a sokoban-wide run with goal_features and rule_planes.")
-    return _algorithm_class("ppo").load(path, device="cpu"), load_levels_config(None, sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:  # a saved model loads as init_model: weights of another shape get one sentence
+            run = train_levels(load_levels_config(None, [*sets, f"output_dir={tmp}", *([f"init_model={path}"] if path else [])]),
+                               show_progress=False)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("config key 'init_model'", "--model")) from None
+        return run.model, load_levels_config(None, sets)
 
 
 def time_envs(model: Any, make_env: Any, batches: int, batch_starts: int, samples: int, repeats: int) -> dict[str, Any]:

@@ -196,12 +196,17 @@ def _train_levels(config: str | None, sets: list[str], resume: str | None, progr
 
         if not is_levels_config(config, sets):
             return False
-    from rl4gen.envs.levels.train import dump_levels_config, load_levels_config, train_levels
+    from rl4gen.envs.levels.train import (
+        dump_levels_config,
+        load_levels_config,
+        saved_run_config,
+        train_levels,
+    )
 
     if resume is not None:
         if config is not None:
             raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
-        cfg = load_levels_config(None, sets, base=saved)
+        cfg = saved_run_config(run_dir, sets)  # its init_model and demonstrations were used when it began
         fixed = ("env", "algorithm", "seed", "num_envs", "crop_size", "env_args", "features_dim", "policy", "channels", "attention_layers", "mask_noop", "goal_features", "rule_planes")
         for key in fixed:
             if getattr(cfg, key) != saved.get(key, getattr(cfg, key)):

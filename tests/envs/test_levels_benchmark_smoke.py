@@ -55,3 +55,16 @@ def test_levels_rounds_rejects_a_missing_model(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 2 and "is not a file" in proc.stderr and proc.stdout == ""
+
+
+def test_levels_rounds_rejects_a_model_of_another_policy(tmp_path: Path) -> None:
+    from rl4gen.envs.levels.train import load_levels_config, train_levels
+
+    other = train_levels(load_levels_config(None, ["env=binary-wide", "policy=fullyconv", "channels=8", "total_timesteps=0",
+                                                   "levels_per_log=0", "run_name=other", f"output_dir={tmp_path}"]), show_progress=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_rounds.py"), "--tiny", "--model", str(other.run_dir / "model.zip")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2 and "--model" in proc.stderr and "does not fit this run's policy" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

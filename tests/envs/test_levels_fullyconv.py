@@ -281,7 +281,14 @@ def test_symmetric_demonstrations_keep_every_problems_statistics() -> None:
     assert searched < kept <= total  # most images are kept (binary's path estimate moves only now and then)
 
 
-def test_self_imitation_raises_the_sampled_goal_rate(tmp_path: Path) -> None:
+def test_self_imitation_raises_the_sampled_goal_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from rl4gen.cli import app
+    from rl4gen.envs.levels import teacher
+    from rl4gen.envs.levels.teacher import load_demonstrations
+    from rl4gen.envs.levels.train import unsolved_starts
+
     # 5x5 binary, no teacher: the untrained policy's samples reach the goal now and then (~6%);
     # cloning those goal levels round after round makes the policy reach it more often
     sets = ["env=binary-wide", "policy=fullyconv", "channels=16", "total_timesteps=0", "levels_per_log=0", "run_name=run",
@@ -316,17 +323,27 @@ def test_self_imitation_raises_the_sampled_goal_rate(tmp_path: Path) -> None:
     assert all(torch.equal(trained[k], v) for k, v in plain.model.policy.state_dict().items())
     # continuing the rounds: from the trained policy (its first sampled rate is already high),
     # on the earlier goal levels as the pool, with new start levels and round numbers
+    reads: list[str] = []
+    monkeypatch.setattr(teacher, "load_demonstrations", lambda path, *a, **k: reads.append(str(path)) or load_demonstrations(path, *a, **k))
     more = train_levels(load_levels_config(None, [*sets[:5], f"output_dir={tmp_path}", "run_name=more", "self_imitation_rounds=1",
                                                   "self_imitation_first_round=4", "teacher_epochs=0", *sets[8:],
                                                   f"teacher_file={run.run_dir / 'teacher' / 'self_demos.jsonl'}",
                                                   f"init_model={run.run_dir / 'teacher' / 'model.zip'}"], base=base),
                         show_progress=False)
+    assert reads == [str(run.run_dir / "teacher" / "self_demos.jsonl")]  # checked before the run folder, then reused
     [again] = [json.loads(line) for line in (more.run_dir / "metrics.jsonl").read_text().splitlines()
                if "self_imitation/sample_goal_rate" in line]
     assert again["step"] == 5 and again["self_imitation/sample_goal_rate"] > rates[0] + 0.1, (again, rates)
     assert "teacher/loss" not in (more.run_dir / "metrics.jsonl").read_text()  # teacher_epochs 0: no cloning of the file
     seeds = [json.loads(line)["seed"] for line in (more.run_dir / "teacher" / "self_demos.jsonl").read_text().splitlines()]
     assert seeds and min(seeds) >= 2_000_000 + 4 * 100 > max(d["seed"] for d in demos)
+    # once trained, a run no longer needs the files that started it: evaluate, search and resume it after they moved
+    run.run_dir.rename(tmp_path / "moved")
+    assert 0 <= evaluate_levels(more.run_dir, episodes=4, write=False)["policy"]["goal_rate"] <= 1
+    assert unsolved_starts(more.run_dir)[1]
+    dry = CliRunner().invoke(app, ["train", "--resume", str(more.run_dir), "--dry-run"])
+    assert dry.exit_code == 0 and "self_imitation_first_round: 4" in dry.output, dry.output
+    (tmp_path / "moved").rename(run.run_dir)
     # a model of another width does not fit: one sentence, and no run folder
     with pytest.raises(ConfigError, match="'init_model' .* does not fit this run's policy"):
         train_levels(load_levels_config(None, [*sets[:2], "channels=8", *sets[3:4], "run_name=misfit", f"output_dir={tmp_path}",

@@ -173,7 +173,7 @@ def evaluate_levels(
         _latest_checkpoint,
         _make_env,
         level_env_name,
-        read_run_config,
+        saved_run_config,
         validate_levels_config,
     )
 
@@ -184,7 +184,7 @@ def evaluate_levels(
     path = Path(source)
     run_dir: Path | None = None
     if (path / "config.yaml").is_file():
-        cfg = validate_levels_config(read_run_config(path))
+        cfg = saved_run_config(path)
         run_dir = path
         model_path = path / "model.zip"
         if not model_path.is_file():  # a run still training: its latest complete checkpoint

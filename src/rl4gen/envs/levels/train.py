@@ -28,7 +28,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from rl4gen.config import ConfigError, Strict, deep_merge, parse_set, read_yaml
 from rl4gen.envs.levels.problems import PROBLEMS
@@ -150,6 +150,18 @@ class LevelsTrainConfig(Strict):
     device: str = "cpu"
     """Torch device for the policy."""
 
+    _demonstrations: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def demonstrations(self, key: Literal["teacher_file", "self_imitation_guide_file"], problem: Any) -> list[Any]:
+        """The demonstrations in the file that config ``key`` names, for the env's ``problem``, read
+        and checked once: validation reads them before a run folder is made, the run reuses them."""
+        if key not in self._demonstrations:
+            from rl4gen.envs.levels.teacher import load_demonstrations
+
+            self._demonstrations[key] = load_demonstrations(getattr(self, key), (problem.height, problem.width),
+                                                            problem.num_tiles, key=key)
+        return list(self._demonstrations[key])
+
     @field_validator("env")
     @classmethod
     def _known_env(cls, value: str) -> str:
@@ -227,12 +239,10 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         env = _make_env(cfg, 0, None)
     except ValueError as exc:
         raise ConfigError(f"config key 'env_args' is invalid: {exc}") from None
-    for key in ("teacher_file", "self_imitation_guide_file"):  # checked before a run folder is made
+    keys: tuple[Literal["teacher_file", "self_imitation_guide_file"], ...] = ("teacher_file", "self_imitation_guide_file")
+    for key in keys:  # checked before a run folder is made
         if getattr(cfg, key):
-            from rl4gen.envs.levels.teacher import load_demonstrations
-
-            problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
-            load_demonstrations(getattr(cfg, key), (problem.height, problem.width), problem.num_tiles, key=key)
+            cfg.demonstrations(key, env.unwrapped.problem)  # type: ignore[attr-defined]  # a LevelEnv
     env.close()
     return cfg
 
@@ -397,7 +407,6 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
         Demonstration,
         clone,
         demonstration_states,
-        load_demonstrations,
         search_demonstrations,
         self_imitation,
         symmetric_demonstrations,
@@ -407,7 +416,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
     problem = env.unwrapped.problem  # type: ignore[attr-defined]  # a LevelEnv
     demos: list[Demonstration] = []
     if cfg.teacher_file:
-        demos = load_demonstrations(cfg.teacher_file, (problem.height, problem.width), problem.num_tiles)
+        demos = cfg.demonstrations("teacher_file", problem)
     elif cfg.teacher_levels:
         path = run_dir / "teacher" / "demos.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -441,10 +450,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
                 sys.stderr.write(f"self-imitation: round {round_}/{cfg.self_imitation_first_round + cfg.self_imitation_rounds}, sampled goal rate "
                                  f"{values['self_imitation/sample_goal_rate']:.3f}, {int(values['self_imitation/goal_levels'])} goal levels\n")
 
-        guides = []
-        if cfg.self_imitation_guide_file:
-            guides = load_demonstrations(cfg.self_imitation_guide_file, (problem.height, problem.width), problem.num_tiles,
-                                         key="self_imitation_guide_file")
+        guides = cfg.demonstrations("self_imitation_guide_file", problem) if cfg.self_imitation_guide_file else []
         (run_dir / "teacher").mkdir(exist_ok=True)
         (run_dir / "teacher" / "self_demos.jsonl").write_text("")
         self_imitation(
@@ -467,6 +473,18 @@ def read_run_config(folder: Path) -> dict[str, Any]:
     return saved
 
 
+# Files that only start a run (its first weights, its demonstrations): once trained, it needs none of them.
+STARTING_FILES = ("init_model", "teacher_file", "self_imitation_guide_file")
+
+
+def saved_run_config(folder: Path, sets: list[str] | None = None) -> LevelsTrainConfig:
+    """A level run folder's saved config (``--set`` overrides applied), validated without the files
+    that only started it (``STARTING_FILES``): evaluating, searching or resuming a trained run
+    works after its ``init_model`` or demonstrations have moved."""
+    saved = read_run_config(folder)
+    return load_levels_config(None, sets or [], base={k: v for k, v in saved.items() if k not in STARTING_FILES})
+
+
 def unsolved_starts(run_dir: str | Path) -> tuple[LevelsTrainConfig, list[int]]:
     """The start levels of a run's self-imitation (or grpo) rounds on which none of its sampled
     episodes reached the goal, as ``reset`` seeds, the last round's first: where search
@@ -475,9 +493,7 @@ def unsolved_starts(run_dir: str | Path) -> tuple[LevelsTrainConfig, list[int]]:
     from rl4gen.envs.levels.teacher import SELF_SEED_OFFSET
 
     folder = Path(run_dir)
-    saved = read_run_config(folder)
-    # the files that started it need not exist any more: only the rounds' settings matter here
-    cfg = validate_levels_config({k: v for k, v in saved.items() if k not in ("init_model", "teacher_file", "self_imitation_guide_file")})
+    cfg = saved_run_config(folder)
     found = folder / "teacher" / "self_demos.jsonl"
     if not cfg.self_imitation_rounds or not found.is_file():
         raise ConfigError(f"run {str(folder)!r} has no self-imitation rounds ({found.name} missing): give a run trained with self_imitation_rounds.")
