@@ -573,3 +573,59 @@ def test_goal_features_add_rule_planes_for_sokoban_only(tmp_path: Path) -> None:
     assert trained.model.observation_space.shape == (16, 5, 5)
     result = evaluate_levels(trained.run_dir, episodes=8, write=False)
     assert result["episodes"] == 8 and 0 <= result["policy"]["goal_rate"] <= 1
+
+
+@pytest.mark.parametrize("name", ["sokoban", "binary"])
+def test_goal_edits_are_exactly_the_single_edits_the_checker_accepts(name: str) -> None:
+    # the levels one edit short of a search demonstration's goal level: every edit of every cell,
+    # judged by the independent checker (plain BFS, the exhaustive solver), against goal_edits
+    from rl4gen.envs.levels.check import check_level
+    from rl4gen.envs.levels.teacher import goal_edits, search_demonstrations
+
+    options = {"binary": {"width": 6, "height": 6, "target_path": 6}, "sokoban": {}}[name]
+    env = FlatWideAction(gym.make(f"rl4gen/{name}-wide-v0", problem_options=options))
+    problem = env.unwrapped.problem
+    targets = {"target_path": 6} if name == "binary" else {}
+    demos = search_demonstrations(env, 6, 1_000_000, 1.0)
+    tried = flagged = 0
+    for demo in demos:
+        differing = np.argwhere(demo.start != demo.final)
+        if len(differing) < 2:
+            continue
+        y, x = differing[0]
+        level = demo.final.copy()
+        level[y, x] = demo.start[y, x]  # one edit short of the goal level
+        mask = goal_edits(problem, level, demo.start).reshape(problem.num_tiles, problem.height, problem.width)
+        assert mask[demo.final[y, x], y, x]  # the edit the search made is one
+        for t, yy, xx in np.ndindex(mask.shape):
+            child = level.copy()
+            child[yy, xx] = t
+            expected = t != level[yy, xx] and check_level(name, child, demo.start, **targets).goal
+            assert mask[t, yy, xx] == expected, (t, yy, xx)
+            tried += 1
+        flagged += int(mask.sum())
+    assert tried >= 2 * problem.num_tiles * problem.height * problem.width and flagged >= 2
+    env.close()
+
+
+def test_goal_edit_updates_raise_the_rate_of_grpo_rounds(tmp_path: Path) -> None:
+    # 5x5 binary from an untrained policy, the same 4 grpo rounds with and without cloning the
+    # round's states towards their one-step goal edits (measured: 0.064 -> 0.117 plain,
+    # 0.064 -> 0.409 with them; goal edits taken where there 0.10 -> 0.28)
+    sets = ["env=binary-wide", "policy=fullyconv", "channels=16", "total_timesteps=0", "levels_per_log=0", f"output_dir={tmp_path}",
+            "self_imitation_rounds=4", "self_imitation_starts=100", "self_imitation_samples=8", "self_imitation_epochs=4",
+            "self_imitation_objective=grpo", "self_imitation_learning_rate=0.003"]
+    base = {"env_args": {"problem_options": {"width": 5, "height": 5, "target_path": 3}}}
+    rounds = {}
+    for name, extra in (("plain", []), ("edits", ["self_imitation_goal_edits=1"])):
+        run = train_levels(load_levels_config(None, [*sets, f"run_name={name}", *extra], base=base), show_progress=False)
+        rounds[name] = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines() if "sample_goal_rate" in line]
+    plain, edits = ([r["self_imitation/sample_goal_rate"] for r in rounds[k]] for k in ("plain", "edits"))
+    assert plain[0] == edits[0] and edits[-1] > plain[-1] + 0.15, (plain, edits)  # the same first round: same seeds
+    taken = [r["self_imitation/goal_edit_taken"] for r in rounds["edits"]]
+    assert taken[-1] > taken[0] + 0.1 and all(0 < r["self_imitation/goal_edit_states"] < 1 for r in rounds["edits"]), taken
+    assert "self_imitation/goal_edit_taken" not in rounds["plain"][0]
+    with pytest.raises(ConfigError, match="'self_imitation_goal_edits' joins grpo rounds"):
+        load_levels_config(None, [*sets, "self_imitation_objective=clone", "self_imitation_goal_edits=0.5"], base=base)
+    with pytest.raises(ConfigError, match="'self_imitation_goal_edits' has an invalid value 2"):
+        load_levels_config(None, [*sets, "self_imitation_goal_edits=2"], base=base)

@@ -129,6 +129,12 @@ class Problem:
         """Whether the level is done (PCGRL's episode-over condition)."""
         raise NotImplementedError
 
+    def goal_possible(self, masks: list[int]) -> bool:
+        """A cheap necessary condition for a goal level (False: ``goal`` cannot hold, whatever the
+        statistics), checked before the full statistics where many levels are tried
+        (``teacher.goal_edits``). The default rules nothing out."""
+        return True
+
     def progress(self, stats: Stats, start: Stats) -> list[float]:
         """How far each of the goal's conditions is met, one number per condition, about 0 (far)
         to 1 (met); the goal-feature observation shows them to the policy."""
@@ -309,6 +315,15 @@ class SokobanProblem(Problem):
 
     def goal(self, stats: Stats, start: Stats) -> bool:
         return stats["dist-win"] == 0 and stats["sol-length"] >= self.target_solution
+
+    def goal_possible(self, masks: list[int]) -> bool:
+        """One player, as many crates as targets (at least one), and no crate on a dead cell (one
+        from which no push sequence reaches a target: the level cannot be solved)."""
+        empty, _, player, crate, target = masks
+        crates = crate.bit_count()
+        if player.bit_count() != 1 or crates == 0 or crates != target.bit_count():
+            return False
+        return not crate & sokoban_dead_cells(target, empty | player | crate | target, self.grid.pitch)
 
     def progress(self, stats: Stats, start: Stats) -> list[float]:
         solved = stats["dist-win"] == 0 and stats["crate"] > 0

@@ -131,6 +131,10 @@ class LevelsTrainConfig(Strict):
     """Guide demonstrations drawn for each round's update (before symmetries)."""
     self_imitation_guide_advantage: float = Field(2.0, gt=0)
     """The advantage of a guide episode's steps (a rare success in a group of 16 gets ~3.9)."""
+    self_imitation_goal_edits: float = Field(0.0, ge=0, le=1)
+    """grpo rounds: share of each round's start levels whose sampled states are checked for edits
+    that reach the goal at once; the states that have one are then cloned towards them (the
+    optimal actions there: rl4gen.envs.levels.teacher.goal_edit_update). 0 = off."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
@@ -215,6 +219,9 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
     if cfg.self_imitation_guide_file and not (cfg.self_imitation_rounds and cfg.self_imitation_objective == "grpo"):
         raise ConfigError("config key 'self_imitation_guide_file' joins grpo rounds' updates: set self_imitation_rounds and "
                           "self_imitation_objective grpo, or drop it.")
+    if cfg.self_imitation_goal_edits and not (cfg.self_imitation_rounds and cfg.self_imitation_objective == "grpo"):
+        raise ConfigError("config key 'self_imitation_goal_edits' joins grpo rounds: set self_imitation_rounds and "
+                          "self_imitation_objective grpo, or set it to 0.")
     if cfg.self_imitation_first_round and not cfg.self_imitation_rounds:
         raise ConfigError("config key 'self_imitation_first_round' continues self-imitation rounds: set self_imitation_rounds, or drop it.")
     if cfg.init_model is not None and not Path(cfg.init_model).is_file():
@@ -461,6 +468,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             objective=cfg.self_imitation_objective, learning_rate=cfg.self_imitation_learning_rate,
             workers=cfg.self_imitation_workers, guides=guides, guides_per_round=cfg.self_imitation_guides,
             guide_advantage=cfg.self_imitation_guide_advantage,
+            goal_edit_share=cfg.self_imitation_goal_edits,
         )
 
 
