@@ -44,6 +44,7 @@ __all__ = [
     "clone",
     "demonstration_states",
     "demonstration_steps",
+    "goal_edit_steps",
     "goal_edits",
     "group_relative_update",
     "load_demonstrations",
@@ -334,7 +335,7 @@ def goal_edits(problem: Any, level: np.ndarray, start: np.ndarray) -> np.ndarray
     return out
 
 
-def goal_edit_update(
+def goal_edit_steps(
     policy: Any,
     problem: Any,
     observations: np.ndarray,
@@ -345,23 +346,23 @@ def goal_edit_update(
     samples: int,
     share: float,
     rng: np.random.Generator,
-    epochs: int = 2,
-    learning_rate: float = 1e-4,
-    seed: int = 0,
-) -> dict[str, float]:
-    """One-step goal edits on a round's own states: where a single edit would reach the goal,
-    taking it is optimal (the episode ends with the goal), so the policy clones towards those edits
-    (:func:`clone`'s loss ``−log Σ_{a ∈ goal edits} π(a | s)``, no value term). Each step's level is
-    read from its observation's tile planes; the states of a random ``share`` of the round's start
-    levels are checked (:func:`goal_edits`, once per distinct level of a start level).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """Counterfactual successes for a GRPO round: where one edit would have reached the goal but
+    the sampled action was another, the goal edit is an episode step whose outcome is known
+    without playing it (the goal, at once). Each such state joins the round's update once more,
+    with the goal edit the policy finds most likely and the advantage a success would have in its
+    start level's group (the group's outcomes plus this one success, normalised as GRPO does:
+    about 4 in a group of 16 failures, about 1 in a group half solved), so the clipped update
+    moves it as far as a sampled success and no further. Each step's level is read from its
+    observation's tile planes; the states of a random ``share`` of the start levels are checked
+    (:func:`goal_edits`, once per distinct level of a start level).
 
-    ``observations``, ``episodes`` (each step's episode), ``actions`` (the sampled ones):
-    the round's recorded steps; ``goals``: each episode's outcome; episode ``k`` started from
-    ``starts[k // samples]``. Returns ``goal_edit_states`` (share of the checked states that had a
-    goal edit), ``goal_edit_taken`` (share of those where the sampled action was one),
-    ``goal_edit_missed`` (share of the checked failed episodes that passed a goal edit by),
-    ``goal_edit_accuracy`` (held-out states whose most likely action is a goal edit, after the
-    update) and ``goal_edit_seconds``."""
+    ``observations``, ``episodes`` (each step's episode), ``actions`` (the sampled ones): the
+    round's recorded steps; ``goals``: each episode's outcome; episode ``k`` started from
+    ``starts[k // samples]``. Returns the added steps' observations, actions and advantages, and
+    ``goal_edit_states`` (share of the checked states that had a goal edit), ``goal_edit_taken``
+    (share of those where the sampled action was one), ``goal_edit_missed`` (share of the checked
+    failed episodes that passed one by) and ``goal_edit_seconds``."""
     clock = time.perf_counter()
     tiles = problem.num_tiles
     checked_starts = rng.random(len(starts)) < share
@@ -378,19 +379,27 @@ def goal_edit_update(
     has = masks.any(1)
     taken = masks[np.arange(len(index)), actions[index]]
     failed = ~goals & checked_starts[np.arange(len(goals)) // samples]
-    missed = np.zeros(len(goals), dtype=bool)
-    np.logical_or.at(missed, episodes[index], has & ~taken)
-    out = {"goal_edit_states": float(has.mean()) if has.size else 0.0,
-           "goal_edit_taken": float(taken[has].mean()) if has.any() else 0.0,
-           "goal_edit_missed": float((missed & failed).sum() / max(int(failed.sum()), 1))}
-    if has.any():
-        chosen = rng.permutation(np.flatnonzero(has))  # clone's held-out tail: a random tenth
-        result = clone(policy, observations[index[chosen]], masks[chosen], np.zeros(len(chosen), np.float32),
-                       epochs=epochs, learning_rate=learning_rate, value_weight=0.0, seed=seed)
-        if "teacher/accuracy" in result:
-            out["goal_edit_accuracy"] = result["teacher/accuracy"]
-    out["goal_edit_seconds"] = time.perf_counter() - clock
-    return out
+    missed_episodes = np.zeros(len(goals), dtype=bool)
+    np.logical_or.at(missed_episodes, episodes[index], has & ~taken)
+    metrics = {"goal_edit_states": float(has.mean()) if has.size else 0.0,
+               "goal_edit_taken": float(taken[has].mean()) if has.any() else 0.0,
+               "goal_edit_missed": float((missed_episodes & failed).sum() / max(int(failed.sum()), 1))}
+    missed = np.flatnonzero(has & ~taken)
+    obs = observations[index[missed]]
+    chosen = np.zeros(len(missed), dtype=np.int64)
+    with torch.no_grad():
+        for b in range(0, len(missed), 4096):
+            distribution, _ = _distribution_and_values(policy, torch.as_tensor(obs[b : b + 4096]).to(policy.device))
+            logits = distribution.distribution.logits.cpu()
+            chosen[b : b + 4096] = logits.masked_fill(~torch.as_tensor(masks[missed[b : b + 4096]]), -torch.inf).argmax(1).numpy()
+    successes = goals.reshape(-1, samples).sum(1)[episodes[index[missed]] // samples]  # in each added step's group
+    advantages = np.zeros(len(missed), dtype=np.float32)
+    for k in np.unique(successes):  # the group's outcomes plus this success, normalised as GRPO does
+        values = torch.tensor([1.0] * (int(k) + 1) + [0.0] * (samples - int(k)))
+        advantages[successes == k] = float(group_normalized_advantages(values, torch.zeros(len(values), dtype=torch.long))[0])
+    metrics["goal_edit_steps"] = float(len(missed))
+    metrics["goal_edit_seconds"] = time.perf_counter() - clock
+    return obs, chosen, advantages, metrics, (observations[index[has]], masks[has])
 
 
 def group_relative_update(
@@ -403,6 +412,9 @@ def group_relative_update(
     learning_rate: float = 1e-4,
     clip_range: float = 0.2,
     seed: int = 0,
+    aux_observations: np.ndarray | None = None,
+    aux_masks: np.ndarray | None = None,
+    aux_weight: float = 0.0,
 ) -> dict[str, float]:
     """A clipped policy-gradient step (PPO's surrogate, no critic) of an SB3 actor-critic
     ``policy`` on recorded steps: ``observations (N, ...)``, the ``actions`` taken and each step's
@@ -411,7 +423,12 @@ def group_relative_update(
     the failures get a gradient too: the policy moves away from what failed where something else
     from the same start worked. Steps with advantage 0 (groups that all failed or all succeeded)
     are skipped. Returns ``policy_loss``, ``approx_kl``, ``clip_fraction`` (steps where the clip
-    took the gradient away), ``entropy`` and ``steps``."""
+    took the gradient away), ``entropy`` and ``steps``.
+
+    ``aux_observations`` with boolean ``aux_masks`` over the actions and ``aux_weight`` > 0 add an
+    auxiliary term to every minibatch's loss: ``aux_weight × −log Σ_{a ∈ mask} π(a | s)`` over an
+    equal share of those states (:func:`clone`'s loss), e.g. the edits that reach the goal at once
+    (:func:`goal_edit_steps`); ``aux_loss`` reports its mean."""
     keep = np.flatnonzero(advantages != 0)
     if len(keep) == 0:
         return {"steps": 0.0}
@@ -426,15 +443,28 @@ def group_relative_update(
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
     policy.set_training_mode(True)
     sums = {"policy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
+    use_aux = aux_weight > 0 and aux_observations is not None and aux_masks is not None and len(aux_observations) > 0
+    if use_aux:
+        sums["aux_loss"] = 0.0
+        aux_obs, aux_mask = torch.as_tensor(aux_observations), torch.as_tensor(aux_masks)
+        per_batch = -(-len(aux_obs) * batch_size // len(obs))  # every aux state about once an epoch
     batches = 0
     for _ in range(epochs):
         order = torch.randperm(len(obs), generator=generator)
-        for b in range(0, len(obs), batch_size):
+        aux_order = torch.randperm(len(aux_obs), generator=generator) if use_aux else None
+        for n, b in enumerate(range(0, len(obs), batch_size)):
             index = order[b : b + batch_size]
             distribution, _ = _distribution_and_values(policy, obs[index].to(device))
             logp = distribution.log_prob(act[index].to(device))
             clipped = clipped_policy_loss(logp[:, None], old[index, None].to(device), adv[index].to(device), clip_range, clip_range)
             loss = clipped.per_token_loss.mean()
+            if aux_order is not None:
+                picked = aux_order[(n * per_batch) % len(aux_obs):][:per_batch]
+                logits = _distribution_and_values(policy, aux_obs[picked].to(device))[0].distribution.logits
+                mask = aux_mask[picked].to(device)
+                aux = (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~mask, -torch.inf), dim=1)).mean()
+                loss = loss + aux_weight * aux
+                sums["aux_loss"] += float(aux.detach())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -520,6 +550,7 @@ def self_imitation(
     guides_per_round: int = 150,
     guide_advantage: float = 2.0,
     goal_edit_share: float = 0.0,
+    goal_edit_weight: float = 0.0,
 ) -> list[Demonstration]:
     """Expert iteration on the policy's own goal levels, after cloning.
 
@@ -571,11 +602,11 @@ def self_imitation(
     outright broadened the policy until its sampled rate fell by half. The metric
     ``guide_steps`` counts their steps.
 
-    ``goal_edit_share`` (``grpo`` only, 0 = off): after each round's update, the states of that
-    share of its start levels at which one edit would reach the goal are cloned towards those
-    edits (:func:`goal_edit_update`, ``epochs`` passes at ``learning_rate``): the policy's own
-    states, each with the set of edits that are optimal there, where the 0/1 episode reward says
-    only that something in the episode went wrong. Its ``goal_edit_*`` metrics join the round's."""
+    ``goal_edit_share`` (``grpo`` only, 0 = off): the states of that share of each round's start
+    levels at which one edit would have reached the goal, but the sample took another, join the
+    round's update once more with the goal edit and a success's advantage
+    (:func:`goal_edit_steps`): the episode's 0/1 reward says only that something went wrong,
+    these steps say what was right there. Their ``goal_edit_*`` metrics join the round's."""
     if objective not in ("clone", "grpo"):
         raise ValueError(f"objective must be 'clone' or 'grpo', got {objective!r}")
     if workers < 1:
@@ -657,17 +688,22 @@ def self_imitation(
                     actions.append(guide_actions)
                     step_advantage = np.concatenate([step_advantage, np.full(len(guide_actions), guide_advantage, np.float32)])
                     metrics["self_imitation/guide_steps"] = float(len(guide_actions))
-                sampled = sum(lengths)  # the guides' steps come after the sampled ones
-                observations, taken = np.concatenate(steps), np.concatenate(actions)
-                result = group_relative_update(
-                    model.policy, observations, taken, step_advantage, epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
-                )
+                aux: tuple[np.ndarray, np.ndarray] | None = None
                 if goal_edit_share:
-                    result.update(goal_edit_update(
-                        model.policy, env.unwrapped.problem, observations[:sampled],  # type: ignore[attr-defined]
-                        np.repeat(np.arange(len(lengths)), lengths), taken[:sampled], np.asarray(rewards, dtype=bool),
-                        start_levels, samples, goal_edit_share, rng, epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
-                    ))
+                    added_obs, added_actions, added_advantages, found_metrics, aux = goal_edit_steps(
+                        model.policy, env.unwrapped.problem, np.concatenate(steps[: len(lengths)]),  # type: ignore[attr-defined]
+                        np.repeat(np.arange(len(lengths)), lengths), np.concatenate(actions[: len(lengths)]),
+                        np.asarray(rewards, dtype=bool), start_levels, samples, goal_edit_share, rng)
+                    if not goal_edit_weight:
+                        steps.append(added_obs)
+                        actions.append(added_actions)
+                        step_advantage = np.concatenate([step_advantage, added_advantages])
+                    metrics.update({f"self_imitation/{key}": value for key, value in found_metrics.items()})
+                result = group_relative_update(
+                    model.policy, np.concatenate(steps), np.concatenate(actions),
+                    step_advantage, epochs=epochs, learning_rate=learning_rate, seed=seed + round_,
+                    aux_observations=aux[0] if aux else None, aux_masks=aux[1] if aux else None, aux_weight=goal_edit_weight,
+                )
                 metrics.update({f"self_imitation/{key}": value for key, value in result.items()})
             elif found:
                 new = found

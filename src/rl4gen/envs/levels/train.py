@@ -135,6 +135,9 @@ class LevelsTrainConfig(Strict):
     """grpo rounds: share of each round's start levels whose sampled states are checked for edits
     that reach the goal at once; the states that have one are then cloned towards them (the
     optimal actions there: rl4gen.envs.levels.teacher.goal_edit_update). 0 = off."""
+    self_imitation_goal_edit_weight: float = Field(0.0, ge=0)
+    """0: those states join the update as counterfactual successes (clipped like sampled steps);
+    above 0: an auxiliary loss of this weight in the update, −log of the goal edits' probability."""
     self_imitation_first_round: int = Field(0, ge=0)
     """Number of the rounds already done, when continuing an earlier run's rounds (with
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
@@ -222,6 +225,9 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
     if cfg.self_imitation_goal_edits and not (cfg.self_imitation_rounds and cfg.self_imitation_objective == "grpo"):
         raise ConfigError("config key 'self_imitation_goal_edits' joins grpo rounds: set self_imitation_rounds and "
                           "self_imitation_objective grpo, or set it to 0.")
+    if cfg.self_imitation_goal_edit_weight and not cfg.self_imitation_goal_edits:
+        raise ConfigError("config key 'self_imitation_goal_edit_weight' weighs the goal edits: set self_imitation_goal_edits "
+                          "(a share of the start levels, e.g. 0.5) too, or drop it.")
     if cfg.self_imitation_first_round and not cfg.self_imitation_rounds:
         raise ConfigError("config key 'self_imitation_first_round' continues self-imitation rounds: set self_imitation_rounds, or drop it.")
     if cfg.init_model is not None and not Path(cfg.init_model).is_file():
@@ -469,6 +475,7 @@ def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: A
             workers=cfg.self_imitation_workers, guides=guides, guides_per_round=cfg.self_imitation_guides,
             guide_advantage=cfg.self_imitation_guide_advantage,
             goal_edit_share=cfg.self_imitation_goal_edits,
+            goal_edit_weight=cfg.self_imitation_goal_edit_weight,
         )
 
 
