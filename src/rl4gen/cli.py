@@ -207,7 +207,7 @@ def _train_levels(config: str | None, sets: list[str], resume: str | None, progr
         if config is not None:
             raise ConfigError("give either a config file or --resume RUN_DIR, not both: a resumed run keeps its own config.")
         cfg = saved_run_config(run_dir, sets)  # its init_model and demonstrations were used when it began
-        fixed = ("env", "algorithm", "seed", "num_envs", "crop_size", "env_args", "features_dim", "policy", "channels", "attention_layers", "mask_noop", "goal_features", "rule_planes")
+        fixed = ("env", "algorithm", "seed", "num_envs", "crop_size", "env_args", "features_dim", "policy", "channels", "attention_layers", "mask_noop", "goal_features", "rule_planes", "lookahead_planes")
         for key in fixed:
             if getattr(cfg, key) != saved.get(key, getattr(cfg, key)):
                 raise ConfigError(f"config key {key!r} defines the run and cannot change on resume: start a new run instead.")

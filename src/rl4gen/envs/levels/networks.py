@@ -45,9 +45,11 @@ class LevelCNN(BaseFeaturesExtractor):
 
 
 class FullyConvExtractor(BaseFeaturesExtractor):
-    """``(B, T + F, H, W)`` → per-cell features ``(B, (C + T)·H·W)``, flattened for SB3: ``C``
+    """``(B, T + F, H, W)`` → per-cell features ``(B, (C + T + L)·H·W)``, flattened for SB3: ``C``
     learned channels, then the observation's ``T`` tile channels (the tile under each cell, for
-    the no-op mask). ``F`` = ``feature_planes`` extra input planes after the tiles (``GoalFeatures``).
+    the no-op mask), then its last ``L`` = ``lookahead_planes`` planes as they are (for the logit
+    head). ``F`` = ``feature_planes`` extra input planes after the tiles (``GoalFeatures``; the
+    lookahead planes among them).
 
     Two 3×3 convolutions (``channels`` wide, padding 1, so the map keeps its size), then the
     channel means over the map through a linear layer are added to every cell before a third
@@ -59,11 +61,11 @@ class FullyConvExtractor(BaseFeaturesExtractor):
     which one's way), where the pooled context only sees map totals."""
 
     def __init__(self, observation_space: gym.spaces.Box, channels: int = 32, feature_planes: int = 0,
-                 attention_layers: int = 0) -> None:
+                 attention_layers: int = 0, lookahead_planes: int = 0) -> None:
         planes, height, width = observation_space.shape
         tiles = planes - feature_planes
-        super().__init__(observation_space, (channels + tiles) * height * width)
-        self.tiles = tiles
+        super().__init__(observation_space, (channels + tiles + lookahead_planes) * height * width)
+        self.tiles, self.lookahead_planes = tiles, lookahead_planes
         self.local = nn.Sequential(
             nn.Conv2d(planes, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
@@ -87,27 +89,44 @@ class FullyConvExtractor(BaseFeaturesExtractor):
             for layer in self.attention:
                 tokens = layer(tokens)
             h = tokens.transpose(1, 2).reshape(batch, channels, height, width)
-        return torch.cat([h, x[:, : self.tiles]], dim=1).flatten(1)
+        passed = [x[:, : self.tiles]] + ([x[:, -self.lookahead_planes :]] if self.lookahead_planes else [])
+        return torch.cat([h, *passed], dim=1).flatten(1)
+
+
+#: scale of the lookahead weights in the logits (``_CellLogits``)
+LOOKAHEAD_GAIN = 10.0
 
 
 class _CellLogits(nn.Module):
     """Flattened per-cell features → a 1×1 convolution to ``T`` logits per cell, flattened in
     ``(T, H, W)`` order (``FlatWideAction``'s action index). With ``mask_noop`` the logit of the
     tile already in a cell is pushed to −1e9: writing it would change nothing, cost a step, and
-    (taken greedily) repeat forever."""
+    (taken greedily) repeat forever. With ``lookahead_planes`` ``L = K·T`` (``GoalFeatures``' edit
+    lookahead), ``Σ_k w[k, t] · lookahead[k, t]`` is added to the logit of writing ``t``: the
+    learned weights start at zero (the same policy as without them) and can make, say, "this
+    edit finishes a goal level" decisive in a few hundred optimizer steps: they enter the logits
+    times ``LOOKAHEAD_GAIN``, since Adam moves a parameter by about its learning rate a step and a
+    weight of a few nats would otherwise take thousands."""
 
-    def __init__(self, channels: int, height: int, width: int, tiles: int, mask_noop: bool = True) -> None:
+    def __init__(self, channels: int, height: int, width: int, tiles: int, mask_noop: bool = True,
+                 lookahead_planes: int = 0) -> None:
         super().__init__()
-        self.channels, self.shape, self.mask_noop = channels, (channels + tiles, height, width), mask_noop
+        self.channels, self.tiles, self.mask_noop = channels, tiles, mask_noop
+        self.shape = (channels + tiles + lookahead_planes, height, width)
         self.conv = nn.Conv2d(channels, tiles, 1)
         nn.init.orthogonal_(self.conv.weight, gain=0.01)  # SB3's policy-head gain: a near-uniform start
         nn.init.zeros_(self.conv.bias)  # type: ignore[arg-type]
+        self.lookahead = nn.Parameter(torch.zeros(lookahead_planes // tiles, tiles, 1, 1)) if lookahead_planes else None
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         cells = latent.view(-1, *self.shape)
-        logits = self.conv(cells[:, : self.channels])
+        c, t = self.channels, self.tiles
+        logits = self.conv(cells[:, :c])  # (B, T, H, W)
+        if self.lookahead is not None:
+            values = cells[:, c + t :].unflatten(1, self.lookahead.shape[:2])  # (B, K, T, H, W)
+            logits = logits + LOOKAHEAD_GAIN * (values * self.lookahead).sum(1)
         if self.mask_noop:
-            logits = logits - 1e9 * cells[:, self.channels :]
+            logits = logits - 1e9 * cells[:, c : c + t]
         return logits.flatten(1)
 
 
@@ -115,9 +134,9 @@ class _MapValue(nn.Module):
     """Flattened per-cell features → mean and max of the learned channels over the map → a
     linear value."""
 
-    def __init__(self, channels: int, height: int, width: int, tiles: int) -> None:
+    def __init__(self, channels: int, height: int, width: int, tiles: int, lookahead_planes: int = 0) -> None:
         super().__init__()
-        self.channels, self.shape = channels, (channels + tiles, height, width)
+        self.channels, self.shape = channels, (channels + tiles + lookahead_planes, height, width)
         self.linear = nn.Linear(2 * channels, 1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -130,29 +149,32 @@ class FullyConvPolicy(ActorCriticPolicy):
     logit head (``Discrete(T·H·W)``, one categorical over every (tile, cell)) and a pooled value
     head. ``channels`` sets the network width; ``mask_noop`` (default) never writes the tile a cell
     already has; ``feature_planes`` input planes after the tiles are features, not tiles
-    (``GoalFeatures``); ``attention_layers`` adds transformer layers over the cells
-    (``FullyConvExtractor``). SB3's ``net_arch`` is not used."""
+    (``GoalFeatures``), the last ``lookahead_planes`` of them its edit lookahead (which also
+    reaches the logits directly, ``_CellLogits``); ``attention_layers`` adds transformer layers
+    over the cells (``FullyConvExtractor``). SB3's ``net_arch`` is not used."""
 
     def __init__(self, observation_space: gym.spaces.Space[Any], action_space: gym.spaces.Space[Any], lr_schedule: Any,
                  channels: int = 32, mask_noop: bool = True, feature_planes: int = 0, attention_layers: int = 0,
-                 **kwargs: Any) -> None:
+                 lookahead_planes: int = 0, **kwargs: Any) -> None:
         planes, height, width = observation_space.shape  # type: ignore[misc]
         tiles = planes - feature_planes
         if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.n) != tiles * height * width:
             raise ValueError("FullyConvPolicy needs one Discrete(T·H·W) action per (tile, cell): wrap a wide env in FlatWideAction.")
+        if lookahead_planes % tiles or lookahead_planes > feature_planes:
+            raise ValueError(f"lookahead_planes must be a multiple of the {tiles} tiles among the feature planes, got {lookahead_planes}.")
         self._cells = (channels, height, width, tiles)
-        self.mask_noop = mask_noop
+        self.mask_noop, self.lookahead_planes = mask_noop, lookahead_planes
         kwargs.update(net_arch=[], features_extractor_class=FullyConvExtractor,
                       features_extractor_kwargs={"channels": channels, "feature_planes": feature_planes,
-                                                 "attention_layers": attention_layers},
+                                                 "attention_layers": attention_layers, "lookahead_planes": lookahead_planes},
                       normalize_images=False, share_features_extractor=True)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)  # SB3's linear heads, replaced by the convolutional ones
         channels, height, width, tiles = self._cells
-        self.action_net = _CellLogits(channels, height, width, tiles, self.mask_noop)
-        self.value_net = _MapValue(channels, height, width, tiles)  # type: ignore[assignment]
+        self.action_net = _CellLogits(channels, height, width, tiles, self.mask_noop, self.lookahead_planes)
+        self.value_net = _MapValue(channels, height, width, tiles, self.lookahead_planes)  # type: ignore[assignment]
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
 

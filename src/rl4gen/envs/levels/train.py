@@ -84,6 +84,10 @@ class LevelsTrainConfig(Strict):
     rule_planes: bool = False
     """With goal_features (sokoban only): two more planes, the dead cells (no push sequence takes a
     crate there to a target) and the crates the player can push now (docs/tasks/levels.md)."""
+    lookahead_planes: bool = False
+    """With goal_features: planes that say what each single edit would lead to by the env's own
+    statistics (goal level; sokoban also solvable and solution length), fed to the fullyconv
+    policy's logits too; every other tile of every cell is tried each step (docs/tasks/levels.md)."""
     teacher_levels: int = Field(0, ge=0)
     """Before RL, clone a search teacher (policy fullyconv): the beam search finds goal levels for
     this many start levels and the policy learns to make their edits (rl4gen.envs.levels.teacher);
@@ -143,7 +147,8 @@ class LevelsTrainConfig(Strict):
     ``init_model``): start levels and metric steps carry on from there instead of repeating."""
     init_model: str | None = None
     """An SB3 model .zip of an earlier run (``model.zip``, ``teacher/model.zip`` or a checkpoint's)
-    whose weights start this run; the env, policy, channels, attention_layers, goal_features and rule_planes must match it."""
+    whose weights start this run; the env, policy, channels, attention_layers, goal_features, rule_planes and
+    lookahead_planes must match it."""
     log_interval: int = Field(1, ge=1)
     """SB3's log_interval: updates (ppo, a2c) or episodes (dqn) between metric records."""
     checkpoint_every: int = Field(20_000, ge=1)
@@ -240,6 +245,8 @@ def validate_levels_config(data: dict[str, Any]) -> LevelsTrainConfig:
         raise ConfigError(f"config key 'attention_layers' splits channels over 4 heads, but channels is {cfg.channels}: use a multiple of 4.")
     if cfg.rule_planes and not cfg.goal_features:
         raise ConfigError("config key 'rule_planes' adds to the goal features: set goal_features true too (a wide env).")
+    if cfg.lookahead_planes and not cfg.goal_features:
+        raise ConfigError("config key 'lookahead_planes' adds to the goal features: set goal_features true too (a wide env).")
     if cfg.rule_planes and not PROBLEMS[cfg.env.split("-")[0]].rule_plane_names:
         raise ConfigError(f"config key 'rule_planes' is defined for sokoban only, not {cfg.env.split('-')[0]}: drop it.")
     if cfg.algorithm == "dqn" and cfg.env.endswith("-wide"):
@@ -294,7 +301,7 @@ def _make_env(cfg: LevelsTrainConfig, rank: int, sink: list[Any] | None) -> gym.
     if sink is not None:
         env = RecordLevels(env, sink)
     return policy_observation(env, cfg.crop_size, flat_actions=cfg.policy == "fullyconv", goal_features=cfg.goal_features,
-                              rule_planes=cfg.rule_planes)
+                              rule_planes=cfg.rule_planes, lookahead=cfg.lookahead_planes)
 
 
 class LevelsTrainResult:
@@ -344,9 +351,12 @@ def train_levels(
     if resume:
         model = algo.load(checkpoint / "model.zip", env=venv, device=cfg.device)
     elif cfg.policy == "fullyconv":
-        feature_planes = venv.observation_space.shape[0] - len(PROBLEMS[cfg.env.split("-")[0]].tiles)  # type: ignore[index]
+        problem = PROBLEMS[cfg.env.split("-")[0]]
+        feature_planes = venv.observation_space.shape[0] - len(problem.tiles)  # type: ignore[index]
         policy_kwargs = {"channels": cfg.channels, "mask_noop": cfg.mask_noop, "feature_planes": feature_planes,
                          "attention_layers": cfg.attention_layers}
+        if cfg.lookahead_planes:
+            policy_kwargs["lookahead_planes"] = len(problem.lookahead_names) * len(problem.tiles)
         model = algo(FullyConvPolicy, venv, seed=cfg.seed, device=cfg.device, policy_kwargs=policy_kwargs, verbose=0, **cfg.algorithm_args)
     else:
         policy_kwargs = {
@@ -406,7 +416,8 @@ def _load_weights(model: Any, path: str, venv: Any) -> None:
         venv.close()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"config key 'init_model' ({path!r}) does not fit this run's policy ({first[:160]}): "
-                          "give a model saved with the same env, policy, channels, attention_layers, goal_features and rule_planes.") from None
+                          "give a model saved with the same env, policy, channels, attention_layers, goal_features, rule_planes and "
+                          "lookahead_planes.") from None
 
 
 def _clone_teacher(cfg: LevelsTrainConfig, run_dir: Path, model: Any, metrics: Any, show_progress: bool) -> None:
