@@ -329,6 +329,14 @@ def _solve(player: int, crates: int, targets: int, passable: int, pitch: int, no
         blocked_v = not (passable & (low << pitch)) or not (passable & (low >> pitch))
         if blocked_h and blocked_v:
             dead |= low
+    # each cell's distance to its nearest target, looked up per crate in the search's inner loop
+    near = [0] * passable.bit_length()
+    cells = passable
+    while cells:
+        low = cells & -cells
+        cells ^= low
+        index = low.bit_length() - 1
+        near[index] = min(abs(index % pitch - tx) + abs(index // pitch - ty) for tx, ty in target_xy)
     best = _crate_heuristic(crates, target_xy, pitch)
     if crates & dead:  # a crate that starts in a corner can never reach a target
         return max(best, 1), 0
@@ -359,8 +367,13 @@ def _solve(player: int, crates: int, targets: int, passable: int, pitch: int, no
             if state in seen:
                 continue
             seen.add(state)
-            if new_boxes != boxes:
-                h = _crate_heuristic(new_boxes, target_xy, pitch)
+            if new_boxes != boxes:  # Σ over crates of the nearest target's Manhattan distance
+                h = 0
+                left = new_boxes
+                while left:
+                    low = left & -left
+                    left ^= low
+                    h += near[low.bit_length() - 1]
                 best = min(best, h)
             queue.append((q, new_boxes, moves + 1))
     return max(best, 1), 0
