@@ -68,3 +68,25 @@ def test_levels_rounds_rejects_a_model_of_another_policy(tmp_path: Path) -> None
     )
     assert proc.returncode == 2 and "--model" in proc.stderr and "does not fit this run's policy" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_levels_lookahead_tiny_times_the_three_ways(tmp_path: Path) -> None:
+    out = tmp_path / "lookahead.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_lookahead.py"), "--tiny", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["episodes"] >= 1 and report["steps"] >= report["episodes"]
+    assert set(report["us_per_step"]) == {"bare", "features", "lookahead"} and all(v > 0 for v in report["us_per_step"].values())
+    assert report["lookahead_over_features"] > 1  # the planes cost something: every edit of every cell is tried
+    assert proc.stdout.startswith("lookahead: ")
+
+
+def test_levels_lookahead_rejects_a_missing_demonstrations_file(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "levels_lookahead.py"), "--demos", str(tmp_path / "none.jsonl")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2 and "is not a file" in proc.stderr and proc.stdout == "" and "Traceback" not in proc.stderr
