@@ -159,12 +159,14 @@ def test_cli_generates_from_a_prompts_file(tiny_model_dir: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_bootstrap_a_reward_model_from_judged_pairs(tmp_path: Path) -> None:
     """prefs generate (arithmetic prior + exact_answer judge) -> reward train -> held-out pairs ranked
-    above chance. One-digit sums keep it to ~40 s; fresh samples (another seed) are the held-out pairs."""
+    above chance. One-digit sums keep it to ~40 s; fresh samples (another seed) are the held-out pairs.
+    Measured over data seeds 0/2/4/6: 1,024 prompts and 8 epochs (the reward recipe's) reach 0.70-0.89
+    held-out accuracy; 512 prompts and 4 epochs sat at 0.51-0.58, too near the bar."""
     from rl4gen.algorithms.reward_model import RewardModelConfig, train_reward_model
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "arithmetic-prefs.yaml"
     common = ["--set", "task_args.digits=1", "--set", "batch_size=256"]
-    for name, n, seed in (("train", 512, 0), ("eval", 128, 1)):
+    for name, n, seed in (("train", 1024, 0), ("eval", 128, 1)):
         args = ["prefs", "generate", str(recipe), "--set", f"output={tmp_path / name}.jsonl",
                 "--set", f"num_prompts={n}", "--set", f"seed={seed}", *common]
         result = _runner.invoke(app, args)
@@ -178,7 +180,7 @@ def test_bootstrap_a_reward_model_from_judged_pairs(tmp_path: Path) -> None:
             "data": {"train_file": str(tmp_path / "train.jsonl"), "eval_file": str(tmp_path / "eval.jsonl")},
             "output_dir": str(tmp_path / "runs"),
             "num_heads": 4,
-            "num_train_epochs": 4,
+            "num_train_epochs": 8,
             "per_device_train_batch_size": 32,
             "learning_rate": 1e-3,
             "lr_scheduler_type": "cosine",
@@ -187,6 +189,7 @@ def test_bootstrap_a_reward_model_from_judged_pairs(tmp_path: Path) -> None:
     )
     result = train_reward_model(cfg, show_progress=False, log=lambda m: None)
     assert result.final_eval["eval/accuracy"] > 0.6 > result.initial_eval["eval/accuracy"]
+    assert result.final_eval["eval/accuracy"] > result.initial_eval["eval/accuracy"] + 0.1
     assert result.final_eval["eval/loss"] < result.initial_eval["eval/loss"]
     # the learned model is itself a judge: it ranks the held-out pairs as its eval accuracy says
     judge = build_judge("reward", type="reward_model", args={"path": str(result.run_dir)})
