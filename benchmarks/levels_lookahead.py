@@ -53,11 +53,9 @@ def _env(way: str) -> gym.Env[Any, Any]:
 
 def _episodes(demos: list[Any]) -> list[tuple[np.ndarray, list[int]]]:
     """(start level, flat actions) per demonstration: its differing cells in row-major order."""
-    out = []
-    for demo in demos:
-        ys, xs = np.nonzero(demo.start != demo.final)
-        out.append((demo.start, [int(demo.final[y, x]) * 25 + int(y) * 5 + int(x) for y, x in zip(ys, xs, strict=True)]))
-    return out
+    from rl4gen.envs.levels.teacher import _demonstration_edits
+
+    return [(demo.start, _demonstration_edits(demo, demo.start.shape[1], demo.start.shape[0]).tolist()) for demo in demos]
 
 
 def time_ways(episodes: list[tuple[np.ndarray, list[int]]], repeats: int) -> dict[str, Any]:

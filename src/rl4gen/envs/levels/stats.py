@@ -329,6 +329,9 @@ def _solve(player: int, crates: int, targets: int, passable: int, pitch: int, no
         blocked_v = not (passable & (low << pitch)) or not (passable & (low >> pitch))
         if blocked_h and blocked_v:
             dead |= low
+    best = _crate_heuristic(crates, target_xy, pitch)
+    if crates & dead:  # a crate that starts in a corner can never reach a target
+        return max(best, 1), 0
     # each cell's distance to its nearest target, looked up per crate in the search's inner loop
     near = [0] * passable.bit_length()
     cells = passable
@@ -337,9 +340,6 @@ def _solve(player: int, crates: int, targets: int, passable: int, pitch: int, no
         cells ^= low
         index = low.bit_length() - 1
         near[index] = min(abs(index % pitch - tx) + abs(index // pitch - ty) for tx, ty in target_xy)
-    best = _crate_heuristic(crates, target_xy, pitch)
-    if crates & dead:  # a crate that starts in a corner can never reach a target
-        return max(best, 1), 0
     steps = (1, -1, pitch, -pitch)
     shift = passable.bit_length()
     start_index = player.bit_length() - 1
